@@ -1,0 +1,157 @@
+"""Pure tensor functions: distributions, sampling filters, cosine, PCA, attention.
+
+Nothing here touches a model or global state, so every function is unit-tested
+against hand-computed values in tests/unit/test_analysis.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of softmax(logits) along the last dim."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    # p * logp is nan where p == 0 and logp == -inf; those terms are 0 by definition
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def entropy_of_probs(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats of a probability vector (zeros allowed)."""
+    return -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(-1)
+
+
+def rank_of(probs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """1 + the number of entries with strictly higher probability than probs[..., id]."""
+    chosen = probs.gather(-1, ids.unsqueeze(-1))  # (..., 1)
+    return (probs > chosen).sum(-1) + 1
+
+
+@dataclass
+class SamplingDist:
+    """The distribution actually sampled from, kept sparse (support only)."""
+
+    ids: torch.Tensor     # (S,) token ids with non-zero sampling probability, by descending prob
+    probs: torch.Tensor   # (S,) their renormalised probabilities, summing to 1
+    cut_mass: float       # mass of the tempered distribution removed by top-k/top-p (greedy: 1 - max raw prob)
+    entropy: float        # entropy in nats of the sampling distribution
+
+    def prob_of(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Sampling probability of each id in token_ids (0 outside the support)."""
+        match = token_ids.unsqueeze(-1) == self.ids.unsqueeze(0)  # (N, S)
+        return (match.float() * self.probs.unsqueeze(0)).sum(-1)
+
+
+def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> SamplingDist:
+    """Apply temperature, then top-k, then top-p (the order HF uses) to one row of logits.
+
+    temperature == 0 means greedy: a point mass on the argmax.
+    """
+    logits = logits.float()
+    if temperature == 0:
+        raw = torch.softmax(logits, -1)
+        top = torch.argmax(logits).reshape(1)
+        return SamplingDist(top, torch.ones(1), float(1.0 - raw[top].item()), 0.0)
+    q = torch.softmax(logits / temperature, -1)  # (V,)
+    vocab = q.shape[-1]
+    if 0 < top_k < vocab:
+        sorted_q, sorted_ids = torch.topk(q, top_k)  # (k,), already descending
+    elif top_p < 1.0:
+        sorted_q, sorted_ids = torch.sort(q, descending=True)  # (V,)
+    else:
+        sorted_q, sorted_ids = q, torch.arange(vocab)  # nothing is cut; order is irrelevant
+    if top_p < 1.0:
+        before = torch.cumsum(sorted_q, 0) - sorted_q  # mass strictly before each entry
+        keep = before < top_p
+        keep[0] = True
+        sorted_q, sorted_ids = sorted_q[keep], sorted_ids[keep]
+    kept = float(sorted_q.sum().item())
+    probs = sorted_q / kept
+    return SamplingDist(sorted_ids, probs, max(0.0, 1.0 - kept), float(entropy_of_probs(probs).item()))
+
+
+def cosine_consecutive(hidden: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between layer l and l+1 for every token.
+
+    hidden: (L+1, T, H) -> (L, T)
+    """
+    h = hidden.float()
+    return torch.nn.functional.cosine_similarity(h[:-1], h[1:], dim=-1, eps=1e-8)  # (L, T)
+
+
+def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """Project rows of x (N, D) onto their first two principal components.
+
+    Returns (coords (N, 2), explained variance ratio of each component).
+    Signs are fixed so that the largest-magnitude loading of each component is positive,
+    which keeps the picture stable between calls.
+    """
+    x = x.double()
+    n = x.shape[0]
+    centred = x - x.mean(0, keepdim=True)  # (N, D)
+    if n < 2:
+        return torch.zeros(n, 2), [0.0, 0.0]
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)  # s: (min(N,D),), vh: (min(N,D), D)
+    comps = vh[:2]  # (2, D)
+    idx = comps.abs().argmax(1)
+    signs = torch.sign(comps[torch.arange(comps.shape[0]), idx])
+    signs[signs == 0] = 1
+    comps = comps * signs.unsqueeze(1)
+    coords = centred @ comps.T  # (N, 2)
+    var = s**2
+    total = float(var.sum().item())
+    ratios = [float(v / total) if total > 0 else 0.0 for v in var[:2].tolist()]
+    while len(ratios) < 2:
+        ratios.append(0.0)
+    if coords.shape[1] < 2:
+        coords = torch.cat([coords, torch.zeros(n, 2 - coords.shape[1], dtype=coords.dtype)], 1)
+    return coords.float(), ratios
+
+
+def aggregate_heads(attn: torch.Tensor, head: int | str) -> torch.Tensor:
+    """Pick one head or reduce over heads.
+
+    attn: (heads, T, T); head: an int, "mean" or "max" -> (T, T)
+    """
+    if head == "mean":
+        return attn.float().mean(0)
+    if head == "max":
+        return attn.float().amax(0)
+    return attn[int(head)].float()
+
+
+def causal_attention_probs(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    scaling: float,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    chunk: int = 512,
+) -> torch.Tensor:
+    """softmax(q k^T * scaling) with a causal (optionally sliding-window) mask, per query head.
+
+    query: (Hq, T, d); key: (Hkv, T, d) with Hq a multiple of Hkv (GQA) -> (Hq, T, T) float32.
+    Rows are computed in chunks so the float32 score buffer stays at Hq x chunk x T.
+    """
+    hq, t, _ = query.shape
+    hkv = key.shape[0]
+    groups = hq // hkv
+    k = key.repeat_interleave(groups, dim=0) if groups > 1 else key  # (Hq, T, d)
+    out = torch.empty(hq, t, t, dtype=torch.float32, device=query.device)  # (Hq, T, T)
+    cols = torch.arange(t, device=query.device)
+    for start in range(0, t, chunk):
+        stop = min(t, start + chunk)
+        scores = torch.matmul(query[:, start:stop].float(), k.float().transpose(1, 2)) * scaling  # (Hq, c, T)
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)
+        masked = cols.unsqueeze(0) > rows  # (c, T) future keys
+        if sliding_window:
+            masked |= cols.unsqueeze(0) <= rows - sliding_window
+        scores.masked_fill_(masked.unsqueeze(0), -math.inf)
+        out[:, start:stop] = torch.softmax(scores, dim=-1)
+    return out
+

@@ -1,0 +1,171 @@
+"""Flask app factory and the v1 API blueprint. Thin routes, one error handler."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from flask import Blueprint, Flask, current_app, jsonify, request, send_file
+from werkzeug.exceptions import HTTPException
+
+from .errors import BadRequest, LlmvisError
+from .validate import parse_bool, parse_messages, parse_sampling, query_int, query_str
+
+log = logging.getLogger("llmvis.app")
+api = Blueprint("api", __name__, url_prefix="/api")
+HERE = Path(__file__).resolve().parent
+
+
+def engine():
+    return current_app.extensions["llmvis.engine"]
+
+
+def error_response(message: str, status: int):
+    resp = jsonify({"error": message, "status": status})
+    resp.status_code = status
+    return resp
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise BadRequest("body", "must be a JSON object")
+    return body
+
+
+def run_from_args():
+    run_id = query_str(request.args, "run_id")
+    return engine().store.get(run_id)
+
+
+@api.get("/model")
+def model():
+    eng = engine()
+    return jsonify(eng.model_info() | {"limits": eng.limits()})
+
+
+@api.post("/generate")
+def generate():
+    eng = engine()
+    body = json_body()
+    messages = parse_messages(body)
+    params = parse_sampling(body, eng.config.max_new_tokens)
+    use_template = parse_bool(body, "use_chat_template", None)
+    run = eng.generate(messages, params, use_template)
+    return jsonify(eng.run_dict(run))
+
+
+@api.get("/token_probs")
+def token_probs():
+    eng = engine()
+    run = run_from_args()
+    position = query_int(request.args, "position", lo=0, hi=max(0, run.num_tokens - 1))
+    top_n = query_int(request.args, "top_n", default=eng.config.default_top_n, lo=1, hi=eng.config.max_top_n)
+    return jsonify(eng.token_probs(run, position, top_n))
+
+
+def parse_head(raw: str | None, num_heads: int):
+    if raw is None or raw == "" or raw == "mean":
+        return "mean"
+    if raw == "max":
+        return "max"
+    try:
+        head = int(raw, 10)
+    except ValueError:
+        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {raw[:40]!r}") from None
+    if not 0 <= head < num_heads:
+        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {head}")
+    return head
+
+
+@api.get("/attention")
+def attention():
+    eng = engine()
+    run = run_from_args()
+    layer = query_int(request.args, "layer", lo=0, hi=eng.lm.num_layers - 1)
+    head = parse_head(request.args.get("head"), eng.lm.num_heads)
+    matrix = eng.attention(run, layer, head)
+    return jsonify({
+        "layer": layer,
+        "head": head,
+        "num_tokens": run.num_tokens,
+        "tokens": eng.token_texts(run),
+        "matrix": torch.round(matrix, decimals=6).tolist(),
+    })
+
+
+@api.get("/hidden_similarity")
+def hidden_similarity():
+    return jsonify(engine().hidden_similarity(run_from_args()))
+
+
+@api.get("/embedding_projection")
+def embedding_projection():
+    eng = engine()
+    run = run_from_args()
+    layer = query_int(request.args, "layer", default=eng.lm.num_layers, lo=0, hi=eng.lm.num_layers)
+    method = query_str(request.args, "method", required=False, default="pca", choices=("pca",))
+    return jsonify(eng.projection(run, layer, method))
+
+
+def register_errors(app: Flask) -> None:
+    @app.errorhandler(LlmvisError)
+    def on_llmvis_error(exc: LlmvisError):
+        return error_response(str(exc), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(exc: HTTPException):
+        messages = {
+            404: f"no such endpoint: {request.path[:200]}",
+            405: f"method {request.method} is not allowed on {request.path[:200]}",
+            413: f"body: request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
+        }
+        return error_response(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def on_unexpected(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(f"internal error: {type(exc).__name__}", 500)
+
+
+def echarts_path() -> Path | None:
+    """ECharts from the npm package installed beside the project (never a CDN)."""
+    for root in (HERE.parent, Path.cwd()):
+        p = root / "node_modules" / "echarts" / "dist" / "echarts.min.js"
+        if p.is_file():
+            return p
+    return None
+
+
+def create_app(engine_obj, config=None) -> Flask:
+    """Build the Flask app around an Engine (one loaded model shared by all requests)."""
+    app = Flask(__name__, static_folder=str(HERE / "static"), template_folder=str(HERE / "templates"))
+    cfg = config or engine_obj.config
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["llmvis.engine"] = engine_obj
+    app.register_blueprint(api)
+    register_errors(app)
+
+    @app.get("/")
+    def index():
+        return send_file(HERE / "templates" / "index.html", mimetype="text/html")
+
+    @app.get("/vendor/echarts.min.js")
+    def echarts():
+        path = echarts_path()
+        if path is None:
+            return error_response("echarts is not installed: run `npm ci` in the project folder", 404)
+        return send_file(path, mimetype="text/javascript", max_age=3600)
+
+    @app.after_request
+    def security_headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'",
+        )
+        return resp
+
+    return app

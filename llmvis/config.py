@@ -1,0 +1,34 @@
+"""Server configuration: one dataclass, one comment per field."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """Where converted model weights are cached; LLMVIS_CACHE_DIR overrides it."""
+    env = os.environ.get("LLMVIS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llmvis"
+
+
+@dataclass
+class ModelConfig:
+    model: str = "default"          # "default" (embedded SmolLM2), a HF model folder, or a .gguf file
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"             # auto | float32 | bfloat16 | float16
+    device_map: str | None = None   # "auto" spreads a big model over several GPUs via accelerate
+    cache_dir: Path = field(default_factory=default_cache_dir)  # converted-weights cache
+
+
+@dataclass
+class ServerConfig:
+    max_new_tokens: int = 1024          # upper bound a request may ask for
+    max_context: int = 8192             # prompt + generated tokens; also capped by the model's own context
+    max_body_bytes: int = 1 << 20       # request bodies above this answer 413
+    store_budget_bytes: int = 2 << 30   # run store bound; least recently used runs are evicted first
+    default_top_n: int = 10             # /api/token_probs default
+    max_top_n: int = 100                # alternatives recorded per step and the most top_n may be

@@ -1,0 +1,232 @@
+"""The decode loop and per-step recording (the sampler lives here).
+
+One prefill pass over the prompt gives the KV cache, the hidden states of every layer
+for the prompt and the teacher-forced statistics of prompt tokens. Each decode step then
+feeds one token, records the new token's hidden states (all layers) and computes the
+next-token statistics from one row of logits. No attention is materialised and no
+full-vocabulary tensor is kept after a step.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .analysis import entropy_from_logits, rank_of, sampling_distribution
+
+PROMPT_CHUNK = 256  # prompt rows turned into full-vocabulary logits at a time
+
+
+@dataclass
+class GenerationParams:
+    temperature: float = 0.7       # 0 = greedy
+    top_k: int = 50                # 0 = off
+    top_p: float = 0.95            # 1 = off
+    max_new_tokens: int = 128      # generation stops here or at EOS
+    seed: int | None = None        # None = pick one at random (and report it)
+
+    def as_dict(self) -> dict:
+        return {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class StepStats:
+    """Per-position statistics, position 0 first; NaN / -1 where undefined."""
+
+    prob: np.ndarray            # (T,) raw softmax prob of the token given the prefix
+    rank: np.ndarray            # (T,) 1-based rank under the raw distribution
+    entropy: np.ndarray         # (T,) entropy (nats) of the raw distribution that predicted it
+    sample_prob: np.ndarray     # (T,) prob under the sampling distribution (NaN for prompt)
+    sample_entropy: np.ndarray  # (T,) entropy of the sampling distribution (NaN for prompt)
+    cut_mass: np.ndarray        # (T,) mass removed by top-k/top-p (NaN for prompt)
+    top_ids: np.ndarray         # (T, K) top-K alternative ids by raw prob
+    top_probs: np.ndarray       # (T, K) their raw probs
+    top_sample: np.ndarray      # (T, K) their sampling probs (NaN for prompt)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.__dict__.values())
+
+
+@dataclass
+class DecodeResult:
+    ids: list[int]              # prompt + generated ids
+    num_prompt: int             # number of prompt tokens
+    stats: StepStats
+    hidden: torch.Tensor        # (L+1, T, H) every layer's hidden state, index 0 = embeddings
+    finish_reason: str          # "eos" | "length" | "cancelled"
+    params: GenerationParams    # effective parameters (seed filled in)
+    generate_s: float           # wall time of prefill + decode
+    step_s: list[float] = field(default_factory=list)  # per decode-step wall time
+
+
+def logits_from_hidden(model, final_hidden: torch.Tensor) -> torch.Tensor:
+    """The causal LM head applied to final (already normed) hidden states. (..., H) -> (..., V)"""
+    logits = model.get_output_embeddings()(final_hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
+        val = getattr(src, "eos_token_id", None)
+        if isinstance(val, int):
+            ids.add(val)
+        elif isinstance(val, (list, tuple)):
+            ids.update(int(v) for v in val)
+    return ids
+
+
+class _Recorder:
+    """Collects per-position statistics in preallocated numpy buffers."""
+
+    def __init__(self, capacity: int, k: int):
+        self.k = k
+        self.prob = np.full(capacity, np.nan, np.float32)
+        self.rank = np.full(capacity, -1, np.int64)
+        self.entropy = np.full(capacity, np.nan, np.float32)
+        self.sample_prob = np.full(capacity, np.nan, np.float32)
+        self.sample_entropy = np.full(capacity, np.nan, np.float32)
+        self.cut_mass = np.full(capacity, np.nan, np.float32)
+        self.top_ids = np.full((capacity, k), -1, np.int32)
+        self.top_probs = np.full((capacity, k), np.nan, np.float32)
+        self.top_sample = np.full((capacity, k), np.nan, np.float32)
+
+    def teacher_forced(self, positions: slice, logits: torch.Tensor, next_ids: torch.Tensor) -> None:
+        """Stats of tokens next_ids given rows of logits (c, V); fills `positions`."""
+        probs = torch.softmax(logits, -1)  # (c, V)
+        top_p, top_i = torch.topk(probs, self.k, dim=-1)  # (c, K)
+        self.prob[positions] = probs.gather(1, next_ids.unsqueeze(1)).squeeze(1).numpy()
+        self.rank[positions] = rank_of(probs, next_ids).numpy()
+        self.entropy[positions] = entropy_from_logits(logits).numpy()
+        self.top_ids[positions] = top_i.numpy()
+        self.top_probs[positions] = top_p.numpy()
+
+    def sampled(self, pos: int, logits: torch.Tensor, params: GenerationParams, gen: torch.Generator) -> int:
+        """Sample the token at `pos` from one row of logits (V,) and record its stats."""
+        dist = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
+        if dist.ids.numel() == 1:
+            chosen = int(dist.ids[0])
+        else:
+            pick = torch.multinomial(dist.probs, 1, generator=gen)
+            chosen = int(dist.ids[pick])
+        probs = torch.softmax(logits, -1)  # (V,)
+        top_p, top_i = torch.topk(probs, self.k)  # (K,)
+        chosen_t = torch.tensor([chosen])
+        self.prob[pos] = float(probs[chosen])
+        self.rank[pos] = int(rank_of(probs.unsqueeze(0), chosen_t)[0])
+        self.entropy[pos] = float(entropy_from_logits(logits))
+        self.sample_prob[pos] = float(dist.prob_of(chosen_t)[0])
+        self.sample_entropy[pos] = dist.entropy
+        self.cut_mass[pos] = dist.cut_mass
+        self.top_ids[pos] = top_i.numpy()
+        self.top_probs[pos] = top_p.numpy()
+        self.top_sample[pos] = dist.prob_of(top_i).numpy()
+        return chosen
+
+    def finish(self, n: int) -> StepStats:
+        return StepStats(**{name: getattr(self, name)[:n].copy() for name in StepStats.__dataclass_fields__})
+
+
+def decode(
+    model,
+    prompt_ids: list[int],
+    params: GenerationParams,
+    stop_ids: set[int],
+    top_k_record: int = 100,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> DecodeResult:
+    """Generate from prompt_ids and record everything the views need.
+
+    on_step(position, token_id) is called after each generated token (for streaming);
+    should_stop() is polled before each step (for cancellation).
+    """
+    if params.seed is None:
+        params.seed = secrets.randbelow(2**31)
+    device = model.get_input_embeddings().weight.device
+    base = model.get_decoder()
+    vocab = int(model.config.vocab_size)
+    k = min(top_k_record, vocab)
+    n_prompt = len(prompt_ids)
+    capacity = n_prompt + params.max_new_tokens
+    rec = _Recorder(capacity, k)
+    gen = torch.Generator(device="cpu").manual_seed(int(params.seed))
+    ids = list(prompt_ids)
+    started = time.perf_counter()
+    step_s: list[float] = []
+    with torch.inference_mode():
+        inp = torch.tensor([prompt_ids], device=device)  # (1, P)
+        out = base(input_ids=inp, use_cache=True, output_hidden_states=True)
+        n_states = len(out.hidden_states)
+        hidden_size = out.hidden_states[0].shape[-1]
+        hidden = torch.empty(n_states, capacity, hidden_size, dtype=out.hidden_states[0].dtype, device=device)  # (L+1, cap, H)
+        for layer, h in enumerate(out.hidden_states):
+            hidden[layer, :n_prompt] = h[0]
+        cache = out.past_key_values
+        final = out.last_hidden_state[0]  # (P, H)
+        nxt = torch.tensor(prompt_ids[1:] + [0])
+        last_logits = None
+        for a in range(0, n_prompt, PROMPT_CHUNK):
+            b = min(n_prompt, a + PROMPT_CHUNK)
+            logits = logits_from_hidden(model, final[a:b]).cpu()  # (c, V)
+            if b == n_prompt:
+                last_logits = logits[-1]
+                logits, rows = logits[:-1], slice(a + 1, b)
+            else:
+                rows = slice(a + 1, b + 1)
+            if logits.shape[0]:
+                rec.teacher_forced(rows, logits, nxt[a : a + logits.shape[0]])
+        del out, final
+        finish = "length"
+        logits = last_logits
+        for step in range(params.max_new_tokens):
+            if should_stop is not None and should_stop():
+                finish = "cancelled"
+                break
+            t0 = time.perf_counter()
+            pos = len(ids)
+            chosen = rec.sampled(pos, logits, params, gen)
+            ids.append(chosen)
+            out = base(
+                input_ids=torch.tensor([[chosen]], device=device),
+                past_key_values=cache,
+                use_cache=True,
+                output_hidden_states=True,
+            )
+            for layer, h in enumerate(out.hidden_states):
+                hidden[layer, pos] = h[0, -1]
+            cache = out.past_key_values
+            if on_step is not None:
+                on_step(pos, chosen)
+            step_s.append(time.perf_counter() - t0)
+            if chosen in stop_ids:
+                finish = "eos"
+                break
+            if step + 1 < params.max_new_tokens:
+                logits = logits_from_hidden(model, out.last_hidden_state[0, -1]).cpu()  # (V,)
+        del cache
+    n = len(ids)
+    return DecodeResult(
+        ids=ids,
+        num_prompt=n_prompt,
+        stats=rec.finish(n),
+        hidden=hidden[:, :n].clone() if n < capacity else hidden,
+        finish_reason=finish,
+        params=params,
+        generate_s=time.perf_counter() - started,
+        step_s=step_s,
+    )

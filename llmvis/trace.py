@@ -1,0 +1,157 @@
+"""Run: the unit of everything. Tokens with their statistics, cached hidden states, lazy views.
+
+Attention is never materialised for all layers. For layer L it is recomputed from the
+cached input to layer L (hidden_states[L]): input norm, q/k projections (with any q/k
+norm and RoPE the architecture applies, because we call the model's own attention
+module) and a softmax of q k^T, through a capture-only attention function registered
+with transformers. The result is cached per layer on the run.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .analysis import aggregate_heads, causal_attention_probs, cosine_consecutive, pca_2d
+from .errors import BadRequest
+from .generation import DecodeResult
+
+CAPTURE_KEY = "llmvis_capture"
+_capture = threading.local()
+
+
+def _capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention 'implementation' that records softmax(q k^T) and skips the value product.
+
+    query: (1, Hq, T, d), key: (1, Hkv, T, d). The output is zeros, because only the
+    weights are wanted and the layer's output is discarded by the caller.
+    """
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    softcap = kwargs.get("softcap") or getattr(getattr(module, "config", None), "attn_logit_softcapping", None)
+    _capture.weights = causal_attention_probs(query[0], key[0], scale, softcap=softcap, sliding_window=window)
+    out = torch.zeros(query.shape[0], query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype, device=query.device)
+    return out, None  # (1, T, Hq, d) as the attention functions return
+
+
+def _register_capture() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(CAPTURE_KEY, _capture_attention)
+
+
+@contextlib.contextmanager
+def capture_mode(model):
+    """Route attention through the capture function; always restored, even on error."""
+    _register_capture()
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = CAPTURE_KEY
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = previous
+        _capture.weights = None
+
+
+def _rotary_for_layer(base, layer_idx: int, x: torch.Tensor, position_ids: torch.Tensor):
+    """(cos, sin) for one layer; models with per-layer-type rotary embeddings are handled."""
+    cfg = base.config
+    layer_types = getattr(cfg, "layer_types", None)
+    rotary = base.rotary_emb
+    if layer_types and hasattr(base, "rotary_emb_local") and layer_types[layer_idx] == "sliding_attention":
+        rotary = base.rotary_emb_local
+    try:
+        return rotary(x, position_ids)
+    except TypeError:  # rotary embeddings keyed by layer type
+        return rotary(x, position_ids, layer_types[layer_idx])
+
+
+def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int) -> torch.Tensor:
+    """Attention probabilities of one layer, from that layer's input hidden states.
+
+    hidden_in: (T, H) -> (Hq, T, T) float32 on CPU
+    """
+    base = model.get_decoder()
+    layer = base.layers[layer_idx]
+    x = hidden_in.unsqueeze(0)  # (1, T, H)
+    t = x.shape[1]
+    position_ids = torch.arange(t, device=x.device).unsqueeze(0)  # (1, T)
+    with torch.inference_mode(), capture_mode(model):
+        cos_sin = _rotary_for_layer(base, layer_idx, x, position_ids)
+        normed = layer.input_layernorm(x)
+        layer.self_attn(hidden_states=normed, position_embeddings=cos_sin, attention_mask=None, position_ids=position_ids)
+        weights = _capture.weights
+    return weights.cpu()
+
+
+@dataclass
+class Run:
+    """One generation (or scored text) and everything derived from it."""
+
+    id: str
+    model_name: str
+    params: dict
+    ids: list[int]
+    num_prompt: int
+    segments: list[str]
+    result: DecodeResult
+    finish_reason: str
+    timing: dict
+    created: float = field(default_factory=time.time)
+    attention_cache: dict = field(default_factory=dict)   # layer -> (Hq, T, T) float32
+    similarity_cache: torch.Tensor | None = None          # (L, T)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.result.hidden  # (L+1, T, H)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this run holds, as counted against the run store's budget."""
+        total = self.hidden.numel() * self.hidden.element_size() + self.result.stats.nbytes
+        total += sum(a.numel() * a.element_size() for a in self.attention_cache.values())
+        total += 64 * len(self.ids)
+        return total
+
+    # ---- views -------------------------------------------------------------------
+    def check_position(self, position: int, field_name: str = "position") -> None:
+        if not 0 <= position < self.num_tokens:
+            raise BadRequest(field_name, f"must be in [0, {self.num_tokens - 1}], got {position}")
+
+    def attention(self, model, layer: int) -> torch.Tensor:
+        """(Hq, T, T) attention probabilities of `layer`, computed once then cached."""
+        cached = self.attention_cache.get(layer)
+        if cached is None:
+            cached = layer_attention(model, self.hidden[layer], layer)
+            self.attention_cache[layer] = cached
+        return cached
+
+    def attention_matrix(self, model, layer: int, head: int | str) -> torch.Tensor:
+        return aggregate_heads(self.attention(model, layer), head)  # (T, T)
+
+    def similarity(self) -> torch.Tensor:
+        """(L, T) cosine similarity of each token's state between consecutive layers."""
+        if self.similarity_cache is None:
+            self.similarity_cache = cosine_consecutive(self.hidden).cpu()
+        return self.similarity_cache
+
+    def projection(self, layer: int) -> tuple[torch.Tensor, list[float]]:
+        return pca_2d(self.hidden[layer].cpu())
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def float_or_none(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else x
