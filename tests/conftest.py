@@ -1,0 +1,57 @@
+"""Shared fixtures: the real default model (loaded once per session) and tiny random models."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def default_lm():
+    """The embedded SmolLM2-135M-Instruct, loaded through the real code path."""
+    from llmvis.config import ModelConfig
+    from llmvis.models import load_model
+
+    return load_model(ModelConfig())
+
+
+def _tiny_model(kind: str = "qwen3", layers: int = 2, seed: int = 0):
+    """A random-weight causal LM built from a config (no download), in eval mode, fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=211, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+        eos_token_id=3, bos_token_id=1, pad_token_id=0,
+    )
+    cfg = Qwen3Config(**common) if kind == "qwen3" else LlamaConfig(**common)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    return model.eval()
+
+
+def _assert_error(resp, status: int, field: str | None = None):
+    """Every error answer has the one error shape, the status, and names the field."""
+    assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:500])
+    assert resp.is_json, resp.get_data(as_text=True)[:200]
+    body = resp.get_json()
+    assert set(body) == {"error", "status"}, body
+    assert body["status"] == status
+    assert isinstance(body["error"], str) and body["error"]
+    if field is not None:
+        assert field in body["error"], body
+    return body
+
+
+@pytest.fixture(scope="session")
+def make_tiny():
+    return _tiny_model
+
+
+@pytest.fixture(scope="session")
+def assert_error():
+    return _assert_error
