@@ -38,6 +38,13 @@ export function sliceMap(stops, lo, hi, n) {
   return Array.from({ length: n }, (_, i) => sampleMap(stops, lo + ((hi - lo) * i) / (n - 1)));
 }
 
+/** Mix two hex colours: f = 0 gives a, f = 1 gives b. Pure. */
+export function mixHex(a, b, f) {
+  const x = hexToRgb(a);
+  const y = hexToRgb(b);
+  return rgbToHex(x.map((v, k) => v + (y[k] - v) * f));
+}
+
 /** WCAG relative luminance of a hex colour. */
 export function luminance(hex) {
   const [r, g, b] = hexToRgb(hex).map((v) => {

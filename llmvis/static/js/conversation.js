@@ -1,6 +1,10 @@
 // The centre panel: every token as a chip. All token text is set with textContent.
 
-import { CHIP_MAP, cssGradient, metricDomain, metricT, sampleMap, textOn } from './colors.js';
+import {
+  CHIP_MAP, cssGradient, metricDomain, metricT, mixHex, sampleMap, textOn,
+} from './colors.js';
+
+const PANEL_BG = '#161b22';
 import {
   fmtNum, fmtProb, formatBytes, groupTokens, hexToBytes, newlineCount, visibleParts, visibleText,
 } from './tokens.js';
@@ -23,7 +27,6 @@ function fillVisible(node, text) {
 
 function makeChip(token, { inGroup = false } = {}) {
   const chip = el('span', 'chip');
-  chip.dataset.testid = 'token';
   chip.setAttribute('data-testid', 'token');
   chip.dataset.position = String(token.position);
   chip.dataset.source = token.source;
@@ -71,7 +74,9 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
       return;
     }
     chip.classList.remove('no-stat');
-    const bg = sampleMap(CHIP_MAP, v);
+    // Prompt chips are drawn half-way to the panel colour so generated tokens stand out.
+    const pure = sampleMap(CHIP_MAP, v);
+    const bg = token.source === 'generated' ? pure : mixHex(pure, PANEL_BG, 0.45);
     chip.style.setProperty('--chip-bg', bg);
     chip.style.setProperty('--chip-fg', textOn(bg));
   };

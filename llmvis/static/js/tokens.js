@@ -145,6 +145,33 @@ export function groupTokens(tokens) {
   return items;
 }
 
+const SUBSCRIPTS = '₀₁₂₃₄₅₆₇₈₉';
+const subscript = (k) => String(k).split('').map((d) => SUBSCRIPTS[Number(d)]).join('');
+
+/**
+ * One short label per position for chart axes and tooltips. A token that is only part of a
+ * character is labelled with the character its group decodes to plus its piece number
+ * (你₁, 你₂), never with U+FFFD. Pure.
+ */
+export function tokenLabels(tokens, maxLen = 12) {
+  const labels = new Array(tokens.length).fill('');
+  for (const item of groupTokens(tokens)) {
+    if (item.kind === 'token') {
+      labels[item.token.position] = visibleText(item.token.text, maxLen);
+    } else {
+      const text = visibleText(item.text, maxLen);
+      item.tokens.forEach((tok, k) => { labels[tok.position] = `${text}${subscript(k + 1)}`; });
+    }
+  }
+  return labels;
+}
+
+/** Label for a candidate token: its bytes in hex when it is not a complete character. Pure. */
+export function candidateLabel(cand, maxLen = 16) {
+  if (cand.partial) return `⟨${formatBytes(hexToBytes(cand.bytes))}⟩`;
+  return visibleText(cand.text, maxLen);
+}
+
 /** Human-readable text of the grouped conversation (what a reader sees, markers included). */
 export function readableText(items) {
   return items.map((it) => visibleText(it.kind === 'group' ? it.text : it.token.text)).join('');

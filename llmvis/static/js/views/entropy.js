@@ -1,0 +1,156 @@
+// Entropy over positions (left axis, nats) and confidence, the chosen token's probability
+// (right axis). The generated region is shaded and the selected position marked.
+
+import { FONT, MONO, PALETTE, baseTooltip, escapeHtml } from '../charts.js';
+import { fmtNum, fmtProb, visibleText } from '../tokens.js';
+
+/** Mean of the non-null values. Pure. */
+export function mean(values) {
+  const v = values.filter((x) => x != null && Number.isFinite(x));
+  return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
+}
+
+/** Build the ECharts option from a run. ctx: {t, selected}. Pure. */
+export function buildEntropyOption(run, ctx) {
+  const { t } = ctx;
+  const toks = run.tokens;
+  const n = toks.length;
+  const boundary = run.num_prompt_tokens ?? toks.findIndex((x) => x.source === 'generated');
+  const xs = toks.map((x) => x.position);
+  const entropy = toks.map((x) => [x.position, x.entropy ?? null]);
+  const sampleEntropy = toks.map((x) => [x.position, x.source === 'generated' ? (x.sample_entropy ?? null) : null]);
+  const conf = toks.map((x) => [x.position, x.prob ?? null]);
+  const showSymbols = n <= 160;
+  const generated = toks.filter((x) => x.source === 'generated');
+
+  const markAreas = [];
+  if (boundary > 0 && boundary < n) {
+    markAreas.push([
+      { xAxis: boundary - 0.5, itemStyle: { color: 'rgba(224, 175, 104, 0.06)' } },
+      { xAxis: n - 0.5 },
+    ]);
+  }
+  const markLines = [];
+  if (boundary > 0 && boundary < n) {
+    markLines.push({
+      xAxis: boundary - 0.5,
+      lineStyle: { color: PALETTE.accent2, type: 'dashed', width: 1 },
+      label: { formatter: t('entropy.boundary'), color: PALETTE.accent2, position: 'insideEndTop', fontFamily: FONT, fontSize: 11 },
+    });
+  }
+  if (ctx.selected != null) {
+    markLines.push({
+      xAxis: ctx.selected,
+      lineStyle: { color: PALETTE.highlight, type: 'solid', width: 1.5 },
+      label: { formatter: `#${ctx.selected}`, color: PALETTE.highlight, position: 'end', fontFamily: MONO, fontSize: 11 },
+    });
+  }
+
+  const zoom = n > 120;
+  const option = {
+    animationDuration: 300,
+    legend: {
+      top: 4,
+      left: 'center',
+      itemWidth: 16,
+      itemHeight: 8,
+      textStyle: { color: PALETTE.text, fontFamily: FONT, fontSize: 12 },
+    },
+    grid: { left: 56, right: 60, top: 44, bottom: zoom ? 78 : 48 },
+    tooltip: baseTooltip({
+      trigger: 'axis',
+      axisPointer: { type: 'line', lineStyle: { color: PALETTE.faint } },
+      formatter: (ps) => {
+        const i = Math.round(ps[0].axisValue);
+        const tok = toks[i];
+        if (!tok) return '';
+        return `<div class="ec-tip"><div><span class="ec-k">#${i}</span> <b class="ec-tok">${escapeHtml(ctx.longLabels?.[i] ?? visibleText(tok.text, 32))}</b> <span class="ec-k">${escapeHtml(t(`tip.source.${tok.source}`))}</span></div>`
+          + `<div><span class="ec-k">${escapeHtml(t('entropy.entropy'))}</span> <b>${fmtNum(tok.entropy)}</b></div>`
+          + (tok.source === 'generated' ? `<div><span class="ec-k">${escapeHtml(t('entropy.sampleEntropy'))}</span> <b>${fmtNum(tok.sample_entropy)}</b></div>` : '')
+          + `<div><span class="ec-k">${escapeHtml(t('entropy.confidence'))}</span> <b>${fmtProb(tok.prob)}</b></div>`
+          + `<div><span class="ec-k">${escapeHtml(t('tip.rank'))}</span> <b>${tok.rank ?? '—'}</b></div></div>`;
+      },
+    }),
+    xAxis: {
+      type: 'value',
+      min: -0.5,
+      max: Math.max(0.5, n - 0.5),
+      name: t('entropy.position'),
+      nameLocation: 'middle',
+      nameGap: 28,
+      minInterval: 1,
+      splitLine: { show: false },
+      axisLabel: { fontFamily: MONO, fontSize: 11, formatter: (v) => (Number.isInteger(v) ? String(v) : '') },
+    },
+    yAxis: [
+      {
+        type: 'value',
+        name: t('entropy.entropy'),
+        nameLocation: 'middle',
+        nameGap: 38,
+        min: 0,
+        splitLine: { lineStyle: { color: PALETTE.grid } },
+        axisLabel: { fontSize: 11 },
+      },
+      {
+        type: 'value',
+        name: t('entropy.confidence'),
+        nameLocation: 'middle',
+        nameGap: 42,
+        min: 0,
+        max: 1,
+        splitLine: { show: false },
+        axisLabel: { fontSize: 11, formatter: (v) => v.toFixed(1) },
+      },
+    ],
+    dataZoom: zoom ? [
+      { type: 'inside', xAxisIndex: 0, filterMode: 'none' },
+      { type: 'slider', xAxisIndex: 0, filterMode: 'none', height: 18, bottom: 10 },
+    ] : [],
+    series: [
+      {
+        id: 'entropy',
+        name: t('entropy.entropy'),
+        type: 'line',
+        data: entropy,
+        yAxisIndex: 0,
+        showSymbol: showSymbols,
+        symbolSize: 5,
+        connectNulls: false,
+        lineStyle: { width: 1.8, color: PALETTE.accent },
+        itemStyle: { color: PALETTE.accent },
+        areaStyle: { color: 'rgba(122, 162, 247, 0.10)' },
+        markArea: { silent: true, data: markAreas },
+        markLine: { silent: true, symbol: 'none', data: markLines },
+      },
+      {
+        id: 'sample-entropy',
+        name: t('entropy.sampleEntropy'),
+        type: 'line',
+        data: sampleEntropy,
+        yAxisIndex: 0,
+        showSymbol: false,
+        connectNulls: false,
+        lineStyle: { width: 1.2, type: 'dashed', color: '#bb9af7' },
+        itemStyle: { color: '#bb9af7' },
+      },
+      {
+        id: 'confidence',
+        name: t('entropy.confidence'),
+        type: 'line',
+        data: conf,
+        yAxisIndex: 1,
+        showSymbol: showSymbols,
+        symbol: 'circle',
+        symbolSize: 4,
+        lineStyle: { width: 1.2, color: PALETTE.accent2, opacity: 0.9 },
+        itemStyle: { color: PALETTE.accent2 },
+      },
+    ],
+  };
+  const caption = t('entropy.caption', {
+    ent: fmtNum(mean(generated.map((x) => x.entropy)), 3),
+    conf: fmtProb(mean(generated.map((x) => x.prob))),
+  });
+  return { option, caption, meta: { points: xs.length, boundary } };
+}
