@@ -111,16 +111,19 @@ def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
     return coords.float(), ratios
 
 
-def aggregate_heads(attn: torch.Tensor, head: int | str) -> torch.Tensor:
-    """Pick one head or reduce over heads.
+def aggregate_heads(attn: torch.Tensor, head: int | str, chunk: int = 512) -> torch.Tensor:
+    """Pick one head or reduce over heads, in float32, a chunk of rows at a time.
 
-    attn: (heads, T, T); head: an int, "mean" or "max" -> (T, T)
+    attn: (heads, T, T) of any float dtype; head: an int, "mean" or "max" -> (T, T) float32
     """
-    if head == "mean":
-        return attn.float().mean(0)
-    if head == "max":
-        return attn.float().amax(0)
-    return attn[int(head)].float()
+    if not isinstance(head, str):
+        return attn[int(head)].float()
+    t = attn.shape[1]
+    out = torch.empty(attn.shape[1:], dtype=torch.float32, device=attn.device)  # (T, T)
+    for start in range(0, t, chunk):
+        part = attn[:, start : start + chunk].float()  # (heads, c, T)
+        out[start : start + chunk] = part.mean(0) if head == "mean" else part.amax(0)
+    return out
 
 
 def causal_attention_probs(
@@ -130,21 +133,23 @@ def causal_attention_probs(
     softcap: float | None = None,
     sliding_window: int | None = None,
     chunk: int = 512,
+    out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """softmax(q k^T * scaling) with a causal (optionally sliding-window) mask, per query head.
 
-    query: (Hq, T, d); key: (Hkv, T, d) with Hq a multiple of Hkv (GQA) -> (Hq, T, T) float32.
+    query: (Hq, T, d); key: (Hkv, T, d) with Hq a multiple of Hkv (GQA) -> (Hq, T, T) out_dtype.
     Rows are computed in chunks so the float32 score buffer stays at Hq x chunk x T.
     """
     hq, t, _ = query.shape
     hkv = key.shape[0]
     groups = hq // hkv
     k = key.repeat_interleave(groups, dim=0) if groups > 1 else key  # (Hq, T, d)
-    out = torch.empty(hq, t, t, dtype=torch.float32, device=query.device)  # (Hq, T, T)
+    out = torch.empty(hq, t, t, dtype=out_dtype, device=query.device)  # (Hq, T, T)
+    k = k.float()
     cols = torch.arange(t, device=query.device)
     for start in range(0, t, chunk):
         stop = min(t, start + chunk)
-        scores = torch.matmul(query[:, start:stop].float(), k.float().transpose(1, 2)) * scaling  # (Hq, c, T)
+        scores = torch.matmul(query[:, start:stop].float(), k.transpose(1, 2)) * scaling  # (Hq, c, T)
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
         rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)
@@ -155,3 +160,24 @@ def causal_attention_probs(
         out[:, start:stop] = torch.softmax(scores, dim=-1)
     return out
 
+
+
+def pool_matrix(m: torch.Tensor, block: int, mode: str = "max") -> torch.Tensor:
+    """Downsample a (R, C) matrix by non-overlapping block x block tiles.
+
+    Edge tiles are partial; "mean" divides by the number of real cells in each tile.
+    (R, C) -> (ceil(R/block), ceil(C/block))
+    """
+    if block <= 1:
+        return m.float()
+    r, c = m.shape
+    rb, cb = -(-r // block), -(-c // block)
+    padded = torch.zeros(rb * block, cb * block, dtype=torch.float32, device=m.device)  # (rb*b, cb*b)
+    padded[:r, :c] = m
+    tiles = padded.view(rb, block, cb, block)  # (rb, b, cb, b)
+    if mode == "max":
+        return tiles.amax(dim=(1, 3))  # entries are >= 0, so zero padding never wins wrongly
+    counts = torch.zeros_like(padded)
+    counts[:r, :c] = 1
+    n = counts.view(rb, block, cb, block).sum(dim=(1, 3))  # (rb, cb)
+    return tiles.sum(dim=(1, 3)) / n

@@ -80,17 +80,41 @@ def parse_head(raw: str | None, num_heads: int):
 
 @api.get("/attention")
 def attention():
+    """JSON by default; format=f16 returns raw little-endian float16 rows with X-Llmvis-* headers.
+
+    pool=N returns at most N x N cells (block max or mean, pool_mode); q_start/q_end/k_start/k_end
+    select a window at full resolution.
+    """
     eng = engine()
     run = run_from_args()
+    n = run.num_tokens
     layer = query_int(request.args, "layer", lo=0, hi=eng.lm.num_layers - 1)
     head = parse_head(request.args.get("head"), eng.lm.num_heads)
-    matrix = eng.attention(run, layer, head)
-    return jsonify({
-        "layer": layer,
-        "head": head,
-        "num_tokens": run.num_tokens,
+    fmt = query_str(request.args, "format", required=False, default="json", choices=("json", "f16"))
+    pool = query_int(request.args, "pool", default=0, lo=0, hi=8192) or None
+    if pool is not None and pool < 16:
+        raise BadRequest("pool", f"must be >= 16 (or 0 for no pooling), got {pool}")
+    pool_mode = query_str(request.args, "pool_mode", required=False, default="max", choices=("max", "mean"))
+    window = None
+    if any(request.args.get(k) for k in ("q_start", "q_end", "k_start", "k_end")):
+        window = (
+            query_int(request.args, "q_start", default=0, lo=0, hi=n),
+            query_int(request.args, "q_end", default=n, lo=0, hi=n),
+            query_int(request.args, "k_start", default=0, lo=0, hi=n),
+            query_int(request.args, "k_end", default=n, lo=0, hi=n),
+        )
+    view = eng.attention_view(run, layer, head, window, pool, pool_mode)
+    meta = {"layer": layer, "head": head, "num_tokens": n, "rows": view["rows"], "cols": view["cols"],
+            "block": view["block"], "q_start": view["q_start"], "k_start": view["k_start"]}
+    if fmt == "f16":
+        data = view["matrix"].to(torch.float16).contiguous().numpy().astype("<f2").tobytes()
+        resp = current_app.response_class(data, mimetype="application/octet-stream")
+        for key, value in meta.items():
+            resp.headers["X-Llmvis-" + key.replace("_", "-").title()] = str(value)
+        return resp
+    return jsonify(meta | {
         "tokens": eng.token_texts(run),
-        "matrix": torch.round(matrix, decimals=6).tolist(),
+        "matrix": torch.round(view["matrix"], decimals=6).tolist(),
     })
 
 

@@ -10,6 +10,7 @@ import time
 import torch
 
 from .config import ServerConfig
+from .analysis import pool_matrix
 from .errors import BadRequest, PayloadTooLarge
 from .generation import GenerationParams, decode, eos_ids
 from .models import LoadedModel
@@ -171,6 +172,27 @@ class Engine:
         if grew:
             self.store.resize(run)
         return matrix
+
+    def attention_view(self, run: Run, layer: int, head, window=None, pool: int | None = None,
+                       pool_mode: str = "max") -> dict:
+        """A window of the attention matrix (full resolution) or a pooled overview.
+
+        window = (q_start, q_end, k_start, k_end), half-open; pool = the largest number of rows
+        or columns to return (tiles of block x block are reduced with pool_mode).
+        """
+        n = run.num_tokens
+        q0, q1, k0, k1 = window or (0, n, 0, n)
+        for name, lo, hi in (("q_start", q0, q1), ("k_start", k0, k1)):
+            if not 0 <= lo < hi <= n:
+                raise BadRequest(name, f"window must satisfy 0 <= start < end <= {n}, got [{lo}, {hi})")
+        full = self.attention(run, layer, head)  # (T, T)
+        sub = full[q0:q1, k0:k1]  # (q, k)
+        block = 1
+        if pool is not None:
+            block = max(1, -(-max(q1 - q0, k1 - k0) // pool))
+        matrix = pool_matrix(sub, block, pool_mode) if block > 1 else sub
+        return {"matrix": matrix, "block": block, "q_start": q0, "k_start": k0,
+                "rows": int(matrix.shape[0]), "cols": int(matrix.shape[1])}
 
     def hidden_similarity(self, run: Run) -> dict:
         sim = run.similarity()  # (L, T)

@@ -22,6 +22,7 @@ from .errors import BadRequest
 from .generation import DecodeResult
 
 CAPTURE_KEY = "llmvis_capture"
+ATTENTION_CACHE_DTYPE = torch.float16  # halves the cache; rows still sum to 1 within 3e-4
 _capture = threading.local()
 
 
@@ -34,7 +35,10 @@ def _capture_attention(module, query, key, value, attention_mask, scaling=None, 
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     softcap = kwargs.get("softcap") or getattr(getattr(module, "config", None), "attn_logit_softcapping", None)
-    _capture.weights = causal_attention_probs(query[0], key[0], scale, softcap=softcap, sliding_window=window)
+    out_dtype = getattr(_capture, "out_dtype", torch.float32)
+    _capture.weights = causal_attention_probs(
+        query[0], key[0], scale, softcap=softcap, sliding_window=window, out_dtype=out_dtype
+    )
     out = torch.zeros(query.shape[0], query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype, device=query.device)
     return out, None  # (1, T, Hq, d) as the attention functions return
 
@@ -56,6 +60,7 @@ def capture_mode(model):
     finally:
         model.config._attn_implementation = previous
         _capture.weights = None
+        _capture.out_dtype = torch.float32
 
 
 def _rotary_for_layer(base, layer_idx: int, x: torch.Tensor, position_ids: torch.Tensor):
@@ -71,10 +76,10 @@ def _rotary_for_layer(base, layer_idx: int, x: torch.Tensor, position_ids: torch
         return rotary(x, position_ids, layer_types[layer_idx])
 
 
-def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int) -> torch.Tensor:
+def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int, out_dtype=torch.float32) -> torch.Tensor:
     """Attention probabilities of one layer, from that layer's input hidden states.
 
-    hidden_in: (T, H) -> (Hq, T, T) float32 on CPU
+    hidden_in: (T, H) -> (Hq, T, T) out_dtype on CPU
     """
     base = model.get_decoder()
     layer = base.layers[layer_idx]
@@ -82,6 +87,7 @@ def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int) -> torch.Ten
     t = x.shape[1]
     position_ids = torch.arange(t, device=x.device).unsqueeze(0)  # (1, T)
     with torch.inference_mode(), capture_mode(model):
+        _capture.out_dtype = out_dtype
         cos_sin = _rotary_for_layer(base, layer_idx, x, position_ids)
         normed = layer.input_layernorm(x)
         layer.self_attn(hidden_states=normed, position_embeddings=cos_sin, attention_mask=None, position_ids=position_ids)
@@ -103,7 +109,7 @@ class Run:
     finish_reason: str
     timing: dict
     created: float = field(default_factory=time.time)
-    attention_cache: dict = field(default_factory=dict)   # layer -> (Hq, T, T) float32
+    attention_cache: dict = field(default_factory=dict)   # layer -> (Hq, T, T) float16
     similarity_cache: torch.Tensor | None = None          # (L, T)
 
     @property
@@ -131,7 +137,7 @@ class Run:
         """(Hq, T, T) attention probabilities of `layer`, computed once then cached."""
         cached = self.attention_cache.get(layer)
         if cached is None:
-            cached = layer_attention(model, self.hidden[layer], layer)
+            cached = layer_attention(model, self.hidden[layer], layer, out_dtype=ATTENTION_CACHE_DTYPE)
             self.attention_cache[layer] = cached
         return cached
 

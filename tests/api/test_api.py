@@ -247,3 +247,26 @@ def test_no_nan_in_json(greedy_run):
     text = json.dumps(greedy_run)
     assert "NaN" not in text and "Infinity" not in text
     assert not any(isinstance(v, float) and math.isnan(v) for t in greedy_run["tokens"] for v in t.values())
+
+
+def test_attention_binary_pooled_and_window(client, greedy_run, assert_error):
+    import numpy as np
+
+    run_id, n = greedy_run["run_id"], len(greedy_run["tokens"])
+    full = np.array(client.get(f"/api/attention?run_id={run_id}&layer=3&head=2").get_json()["matrix"])
+    resp = client.get(f"/api/attention?run_id={run_id}&layer=3&head=2&format=f16")
+    assert resp.mimetype == "application/octet-stream"
+    assert int(resp.headers["X-Llmvis-Rows"]) == n and int(resp.headers["X-Llmvis-Cols"]) == n
+    binary = np.frombuffer(resp.data, dtype="<f2").reshape(n, n).astype(np.float32)
+    assert np.allclose(binary, full, atol=1e-3)
+    pooled = client.get(f"/api/attention?run_id={run_id}&layer=3&head=2&pool=16&pool_mode=max").get_json()
+    block = pooled["block"]
+    assert block == -(-n // 16) and pooled["rows"] == len(pooled["matrix"]) == -(-n // block)
+    assert pooled["matrix"][0][0] == pytest.approx(full[:block, :block].max(), abs=1e-3)
+    win = client.get(f"/api/attention?run_id={run_id}&layer=3&head=2&q_start=5&q_end=9&k_start=2&k_end=6").get_json()
+    assert (win["rows"], win["cols"], win["q_start"], win["k_start"]) == (4, 4, 5, 2)
+    assert np.allclose(np.array(win["matrix"]), full[5:9, 2:6], atol=1e-6)
+    assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&format=png"), 400, "format")
+    assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&pool=3"), 400, "pool")
+    assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&q_start=9&q_end=5"), 400, "q_start")
+    assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&k_end={n + 1}"), 400, "k_end")

@@ -118,3 +118,17 @@ def test_causal_attention_gqa_chunks_and_window():
     assert torch.allclose(full.sum(-1), torch.ones(4, 10), atol=1e-5)
     win = causal_attention_probs(q, k, 0.3, sliding_window=2)
     assert win[0, 5, :4].abs().max().item() == 0.0 and win[0, 5, 4:6].sum().item() == pytest.approx(1.0)
+
+
+def test_pool_matrix_max_and_mean_with_partial_edge_tiles():
+    from llmvis.analysis import pool_matrix
+
+    m = torch.arange(25, dtype=torch.float32).view(5, 5)
+    mx = pool_matrix(m, 2, "max")
+    assert mx.shape == (3, 3)
+    assert mx[0, 0].item() == 6 and mx[2, 2].item() == 24 and mx[0, 2].item() == 9
+    mean = pool_matrix(m, 2, "mean")
+    assert mean[0, 0].item() == pytest.approx((0 + 1 + 5 + 6) / 4)
+    assert mean[2, 2].item() == 24  # a 1x1 edge tile is its own mean
+    assert mean[0, 2].item() == pytest.approx((4 + 9) / 2)
+    assert torch.equal(pool_matrix(m, 1), m)
