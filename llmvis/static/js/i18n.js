@@ -123,7 +123,7 @@ const STRINGS = {
     'entropy.entropy': 'entropy (nats)',
     'entropy.sampleEntropy': 'sampling entropy',
     'entropy.confidence': 'confidence (p of chosen)',
-    'entropy.boundary': 'generation →',
+    'entropy.boundary': 'generated',
     'entropy.caption': 'Mean entropy, generated tokens: {ent} nats · mean confidence: {conf}',
     'entropy.position': 'position',
 
@@ -275,7 +275,7 @@ const STRINGS = {
     'entropy.entropy': '熵（奈特）',
     'entropy.sampleEntropy': '采样分布的熵',
     'entropy.confidence': '置信度（选中 token 的概率）',
-    'entropy.boundary': '开始生成 →',
+    'entropy.boundary': '生成部分',
     'entropy.caption': '生成 token 的平均熵：{ent} 奈特 · 平均置信度：{conf}',
     'entropy.position': '位置',
 

@@ -81,8 +81,14 @@ export function buildAttentionOption(data, ctx) {
   const gridTop = Math.max(20, Math.round((H - side - 96) / 2));
   const plotH = side;
   const plotW = side;
-  const yInterval = labelInterval(size, Math.floor(plotH / 13));
-  const xInterval = labelInterval(size, Math.floor(plotW / 13));
+  // Thin the labels, but always show the selected row's label (and hide its close neighbours).
+  const thinned = (step) => (idx) => {
+    if (selRow !== null && idx === selRow) return true;
+    if (step <= 1) return true;
+    return idx % step === 0 && (selRow === null || Math.abs(idx - selRow) >= step / 2);
+  };
+  const yInterval = thinned(labelInterval(size, Math.floor(plotH / 13)) + 1);
+  const xInterval = thinned(labelInterval(size, Math.floor(plotW / 13)) + 1);
   const labelColour = (_, idx) => (idx === selRow ? PALETTE.highlight : PALETTE.muted);
 
   const series = [{

@@ -24,18 +24,28 @@ export function buildEntropyOption(run, ctx) {
   const generated = toks.filter((x) => x.source === 'generated');
 
   const markAreas = [];
-  if (boundary > 0 && boundary < n) {
-    markAreas.push([
-      { xAxis: boundary - 0.5, itemStyle: { color: 'rgba(224, 175, 104, 0.06)' } },
-      { xAxis: n - 0.5 },
-    ]);
-  }
   const markLines = [];
   if (boundary > 0 && boundary < n) {
+    markAreas.push([
+      {
+        xAxis: boundary - 0.5,
+        itemStyle: { color: 'rgba(224, 175, 104, 0.07)' },
+        label: {
+          show: true,
+          formatter: t('entropy.boundary'),
+          position: 'insideTopLeft',
+          color: PALETTE.accent2,
+          fontFamily: FONT,
+          fontSize: 11,
+          distance: 6,
+        },
+      },
+      { xAxis: n - 0.5 },
+    ]);
     markLines.push({
       xAxis: boundary - 0.5,
-      lineStyle: { color: PALETTE.accent2, type: 'dashed', width: 1 },
-      label: { formatter: t('entropy.boundary'), color: PALETTE.accent2, position: 'insideEndTop', fontFamily: FONT, fontSize: 11 },
+      lineStyle: { color: PALETTE.accent2, type: 'dashed', width: 1, opacity: 0.7 },
+      label: { show: false },
     });
   }
   if (ctx.selected != null) {
@@ -47,6 +57,7 @@ export function buildEntropyOption(run, ctx) {
   }
 
   const zoom = n > 120;
+  const zoomStart = Math.max(-0.5, Math.min(boundary > 0 ? boundary - 100 : 0, n - 120));
   const option = {
     animationDuration: 300,
     legend: {
@@ -103,9 +114,13 @@ export function buildEntropyOption(run, ctx) {
         axisLabel: { fontSize: 11, formatter: (v) => v.toFixed(1) },
       },
     ],
+    // Long runs open zoomed on the generated part plus some context; the slider shows it all.
     dataZoom: zoom ? [
-      { type: 'inside', xAxisIndex: 0, filterMode: 'none' },
-      { type: 'slider', xAxisIndex: 0, filterMode: 'none', height: 18, bottom: 10 },
+      { type: 'inside', xAxisIndex: 0, filterMode: 'none', startValue: zoomStart, endValue: n - 0.5 },
+      {
+        type: 'slider', xAxisIndex: 0, filterMode: 'none', height: 18, bottom: 10,
+        startValue: zoomStart, endValue: n - 0.5, labelFormatter: (v) => String(Math.round(v)),
+      },
     ] : [],
     series: [
       {
@@ -117,9 +132,10 @@ export function buildEntropyOption(run, ctx) {
         showSymbol: showSymbols,
         symbolSize: 5,
         connectNulls: false,
-        lineStyle: { width: 1.8, color: PALETTE.accent },
+        z: 3,
+        lineStyle: { width: 2, color: PALETTE.accent },
         itemStyle: { color: PALETTE.accent },
-        areaStyle: { color: 'rgba(122, 162, 247, 0.10)' },
+        areaStyle: { color: 'rgba(122, 162, 247, 0.08)' },
         markArea: { silent: true, data: markAreas },
         markLine: { silent: true, symbol: 'none', data: markLines },
       },
@@ -131,20 +147,21 @@ export function buildEntropyOption(run, ctx) {
         yAxisIndex: 0,
         showSymbol: false,
         connectNulls: false,
-        lineStyle: { width: 1.2, type: 'dashed', color: '#bb9af7' },
+        z: 2,
+        lineStyle: { width: 1.4, type: 'dashed', color: '#bb9af7' },
         itemStyle: { color: '#bb9af7' },
       },
       {
         id: 'confidence',
         name: t('entropy.confidence'),
-        type: 'line',
+        type: 'bar',
         data: conf,
         yAxisIndex: 1,
-        showSymbol: showSymbols,
-        symbol: 'circle',
-        symbolSize: 4,
-        lineStyle: { width: 1.2, color: PALETTE.accent2, opacity: 0.9 },
-        itemStyle: { color: PALETTE.accent2 },
+        barWidth: '62%',
+        z: 1,
+        large: n > 600,
+        itemStyle: { color: 'rgba(224, 175, 104, 0.42)', borderRadius: [2, 2, 0, 0] },
+        emphasis: { itemStyle: { color: PALETTE.accent2 } },
       },
     ],
   };
