@@ -114,15 +114,17 @@ def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
 def aggregate_heads(attn: torch.Tensor, head: int | str, chunk: int = 512) -> torch.Tensor:
     """Pick one head or reduce over heads, in float32, a chunk of rows at a time.
 
-    attn: (heads, T, T) of any float dtype; head: an int, "mean" or "max" -> (T, T) float32
+    attn: (heads, T, T) causal (zero above the diagonal), any float dtype;
+    head: an int, "mean" or "max" -> (T, T) float32
     """
     if not isinstance(head, str):
         return attn[int(head)].float()
     t = attn.shape[1]
-    out = torch.empty(attn.shape[1:], dtype=torch.float32, device=attn.device)  # (T, T)
+    out = torch.zeros(attn.shape[1:], dtype=torch.float32, device=attn.device)  # (T, T)
     for start in range(0, t, chunk):
-        part = attn[:, start : start + chunk].float()  # (heads, c, T)
-        out[start : start + chunk] = part.mean(0) if head == "mean" else part.amax(0)
+        stop = min(t, start + chunk)
+        part = attn[:, start:stop, :stop].float()  # (heads, c, stop); keys after `stop` are 0 (causal)
+        out[start:stop, :stop] = part.mean(0) if head == "mean" else part.amax(0)
     return out
 
 
@@ -144,20 +146,22 @@ def causal_attention_probs(
     hkv = key.shape[0]
     groups = hq // hkv
     k = key.repeat_interleave(groups, dim=0) if groups > 1 else key  # (Hq, T, d)
-    out = torch.empty(hq, t, t, dtype=out_dtype, device=query.device)  # (Hq, T, T)
     k = k.float()
+    out = torch.zeros(hq, t, t, dtype=out_dtype, device=query.device)  # (Hq, T, T); future keys stay 0
     cols = torch.arange(t, device=query.device)
     for start in range(0, t, chunk):
         stop = min(t, start + chunk)
-        scores = torch.matmul(query[:, start:stop].float(), k.transpose(1, 2)) * scaling  # (Hq, c, T)
+        lo = max(0, start - sliding_window + 1) if sliding_window else 0  # first key any row here can see
+        scores = torch.matmul(query[:, start:stop].float(), k[:, lo:stop].transpose(1, 2)) * scaling  # (Hq, c, stop-lo)
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
         rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)
-        masked = cols.unsqueeze(0) > rows  # (c, T) future keys
+        keys = cols[lo:stop].unsqueeze(0)  # (1, stop-lo)
+        masked = keys > rows  # (c, stop-lo) future keys
         if sliding_window:
-            masked |= cols.unsqueeze(0) <= rows - sliding_window
+            masked |= keys <= rows - sliding_window
         scores.masked_fill_(masked.unsqueeze(0), -math.inf)
-        out[:, start:stop] = torch.softmax(scores, dim=-1)
+        out[:, start:stop, lo:stop] = torch.softmax(scores, dim=-1)
     return out
 
 

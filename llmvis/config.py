@@ -30,5 +30,6 @@ class ServerConfig:
     max_context: int = 8192             # prompt + generated tokens; also capped by the model's own context
     max_body_bytes: int = 1 << 20       # request bodies above this answer 413
     store_budget_bytes: int = 2 << 30   # run store bound; least recently used runs are evicted first
+    attention_cache_bytes: int = 512 << 20  # per run: cached attention layers beyond this are dropped, oldest first
     default_top_n: int = 10             # /api/token_probs default
     max_top_n: int = 100                # alternatives recorded per step and the most top_n may be

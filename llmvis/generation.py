@@ -107,13 +107,14 @@ class _Recorder:
 
     def teacher_forced(self, positions: slice, logits: torch.Tensor, next_ids: torch.Tensor) -> None:
         """Stats of tokens next_ids given rows of logits (c, V); fills `positions`."""
-        probs = torch.softmax(logits, -1)  # (c, V)
-        top_p, top_i = torch.topk(probs, self.k, dim=-1)  # (c, K)
-        self.prob[positions] = probs.gather(1, next_ids.unsqueeze(1)).squeeze(1).numpy()
-        self.rank[positions] = rank_of(probs, next_ids).numpy()
-        self.entropy[positions] = entropy_from_logits(logits).numpy()
+        logp = torch.log_softmax(logits, -1)  # (c, V)
+        top_l, top_i = torch.topk(logp, self.k, dim=-1)  # (c, K)
+        chosen = logp.gather(1, next_ids.unsqueeze(1))  # (c, 1)
+        self.prob[positions] = chosen.squeeze(1).exp().numpy()
+        self.rank[positions] = ((logp > chosen).sum(-1) + 1).numpy()
+        self.entropy[positions] = (-torch.nansum(logp.exp() * logp, -1)).numpy()
         self.top_ids[positions] = top_i.numpy()
-        self.top_probs[positions] = top_p.numpy()
+        self.top_probs[positions] = top_l.exp().numpy()
 
     def sampled(self, pos: int, logits: torch.Tensor, params: GenerationParams, gen: torch.Generator) -> int:
         """Sample the token at `pos` from one row of logits (V,) and record its stats."""

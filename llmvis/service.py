@@ -87,6 +87,7 @@ class Engine:
             result=result,
             finish_reason=result.finish_reason,
             timing={},
+            attention_budget=self.config.attention_cache_bytes,
         )
         self.store.put(run)
         run.timing = {

@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,7 +110,8 @@ class Run:
     finish_reason: str
     timing: dict
     created: float = field(default_factory=time.time)
-    attention_cache: dict = field(default_factory=dict)   # layer -> (Hq, T, T) float16
+    attention_cache: OrderedDict = field(default_factory=OrderedDict)  # layer -> (Hq, T, T) float16, LRU
+    attention_budget: int = 512 << 20                     # bytes of attention this run may cache
     similarity_cache: torch.Tensor | None = None          # (L, T)
 
     @property
@@ -124,7 +126,7 @@ class Run:
     def nbytes(self) -> int:
         """Bytes this run holds, as counted against the run store's budget."""
         total = self.hidden.numel() * self.hidden.element_size() + self.result.stats.nbytes
-        total += sum(a.numel() * a.element_size() for a in self.attention_cache.values())
+        total += self._attention_bytes()
         total += 64 * len(self.ids)
         return total
 
@@ -139,7 +141,13 @@ class Run:
         if cached is None:
             cached = layer_attention(model, self.hidden[layer], layer, out_dtype=ATTENTION_CACHE_DTYPE)
             self.attention_cache[layer] = cached
+            while len(self.attention_cache) > 1 and self._attention_bytes() > self.attention_budget:
+                self.attention_cache.popitem(last=False)
+        self.attention_cache.move_to_end(layer)
         return cached
+
+    def _attention_bytes(self) -> int:
+        return sum(a.numel() * a.element_size() for a in self.attention_cache.values())
 
     def attention_matrix(self, model, layer: int, head: int | str) -> torch.Tensor:
         return aggregate_heads(self.attention(model, layer), head)  # (T, T)

@@ -270,3 +270,17 @@ def test_attention_binary_pooled_and_window(client, greedy_run, assert_error):
     assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&pool=3"), 400, "pool")
     assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&q_start=9&q_end=5"), 400, "q_start")
     assert_error(client.get(f"/api/attention?run_id={run_id}&layer=3&k_end={n + 1}"), 400, "k_end")
+
+
+def test_attention_cache_per_run_is_bounded(default_lm):
+    n_layers_fit = 2
+    eng = Engine(default_lm, ServerConfig(max_new_tokens=8))
+    client = create_app(eng).test_client()
+    r = client.post("/api/generate", json={"prompt": "Count to three.", "temperature": 0, "max_new_tokens": 4}).get_json()
+    run = eng.store.get(r["run_id"])
+    layer_bytes = 9 * run.num_tokens**2 * 2  # float16 cache of one layer
+    run.attention_budget = n_layers_fit * layer_bytes
+    for layer in (1, 2, 3, 2, 4):
+        assert client.get(f"/api/attention?run_id={run.id}&layer={layer}").status_code == 200
+    assert list(run.attention_cache) == [2, 4]  # least recently viewed layers dropped first
+    assert eng.store.total_bytes == run.nbytes
