@@ -74,8 +74,8 @@ export function createApi({ base = '', cacheSize = 64 } = {}) {
     generate: (payload, opts) => postJSON('/api/generate', payload, opts),
     tokenProbs: (runId, position, topN, opts) =>
       getJSON('/api/token_probs', { run_id: runId, position, top_n: topN }, opts),
-    attention: (runId, layer, head, opts) =>
-      getJSON('/api/attention', { run_id: runId, layer, head }, opts),
+    attention: (runId, layer, head, extra = {}, opts) =>
+      getJSON('/api/attention', { run_id: runId, layer, head, ...extra }, opts),
     hiddenSimilarity: (runId, opts) => getJSON('/api/hidden_similarity', { run_id: runId }, opts),
     projection: (runId, layer, opts) =>
       getJSON('/api/embedding_projection', { run_id: runId, layer, method: 'pca' }, opts),

@@ -99,6 +99,11 @@ const STRINGS = {
     'scale.sqrt': '√ weight',
     'scale.linear': 'linear',
     'scale.log': 'log',
+    'ctl.range': 'Show',
+    'range.all': 'whole sequence',
+    'range.window': '128 around selection',
+    'attn.pooled': 'max-pooled {f}×{f}',
+    'attn.window': 'window {a}–{b} at full resolution',
 
     'view.empty': 'Generate something to see the views.',
     'view.loading': 'Loading…',
@@ -251,6 +256,11 @@ const STRINGS = {
     'scale.sqrt': '√ 权重',
     'scale.linear': '线性',
     'scale.log': '对数',
+    'ctl.range': '范围',
+    'range.all': '整个序列',
+    'range.window': '所选位置附近 128 个',
+    'attn.pooled': '{f}×{f} 最大池化',
+    'attn.window': '窗口 {a}–{b}（全分辨率）',
 
     'view.empty': '生成后即可查看各个视图。',
     'view.loading': '加载中…',

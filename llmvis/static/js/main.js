@@ -7,7 +7,9 @@ import { createControls } from './controls.js';
 import { createConversation } from './conversation.js';
 import { createI18n } from './i18n.js';
 import { fmtNum, fmtProb, tokenLabels } from './tokens.js';
-import { buildAttentionOption, headLabel } from './views/attention.js';
+import {
+  attentionRequest, attentionRowToPosition, buildAttentionOption, headLabel,
+} from './views/attention.js';
 import { buildEntropyOption } from './views/entropy.js';
 import { buildProbsOption, cutMassText } from './views/probs.js';
 import { buildProjectionOption } from './views/projection.js';
@@ -44,6 +46,7 @@ function boot() {
     layer: 0,
     head: 'mean',
     scale: 'sqrt',
+    attnRange: 'all',
     topN: 20,
     projLayer: null,
     metric: 'prob',
@@ -166,7 +169,8 @@ function boot() {
 
   const loaders = {
     async attention(run, ctx) {
-      const data = await api.attention(run.run_id, state.layer, state.head);
+      const extra = attentionRequest(run.tokens.length, state.attnRange, state.selected);
+      const data = await api.attention(run.run_id, state.layer, state.head, extra);
       return buildAttentionOption(data, { ...ctx, scale: state.scale, groupSize: groupSize() });
     },
     async probs(run, ctx) {
@@ -318,6 +322,7 @@ function boot() {
     refreshView();
   });
   $('scale-select').addEventListener('change', (ev) => { state.scale = ev.target.value; refreshView(); });
+  $('range-select').addEventListener('change', (ev) => { state.attnRange = ev.target.value; refreshView(); });
   $('topn-select').addEventListener('change', (ev) => { state.topN = Number(ev.target.value); refreshView(); });
   $('projection-layer-select').addEventListener('change', (ev) => { state.projLayer = Number(ev.target.value); refreshView(); });
   $('metric-select').addEventListener('change', (ev) => {
@@ -352,7 +357,7 @@ function boot() {
   if (host) {
     host.on('click', (p) => {
       if (lastBuilt.view === 'attention' && p.seriesId === 'attention') {
-        select(p.data[1] * (lastBuilt.meta.pool || 1));
+        select(attentionRowToPosition(p.data, lastBuilt.meta));
       } else if (lastBuilt.view === 'similarity' && p.seriesId === 'per-token') {
         select(p.data[0]);
       } else if (lastBuilt.view === 'projection' && Array.isArray(p.value) && p.value.length >= 3) {

@@ -51,7 +51,13 @@ function headLabel(head, t, groupSize) {
 export function buildAttentionOption(data, ctx) {
   const { t } = ctx;
   const n = data.num_tokens ?? data.matrix.length;
-  const { factor, size, cells } = poolLowerTriangular(data.matrix);
+  // The server may already have pooled (block > 1) or cut a square window starting at
+  // q_start == k_start; pool further here only if it sent more than MAX_CELLS per side.
+  const offset = data.q_start ?? 0;
+  const local = poolLowerTriangular(data.matrix);
+  const factor = (data.block ?? 1) * local.factor;
+  const { size, cells } = local;
+  const windowed = offset > 0 || (data.rows ?? data.matrix.length) * factor < n;
   const scale = SCALES[ctx.scale] || SCALES.sqrt;
   let vmax = 0;
   for (const c of cells) if (c[2] > vmax) vmax = c[2];
@@ -62,17 +68,18 @@ export function buildAttentionOption(data, ctx) {
   const short = ctx.labels || data.tokens.map((x) => visibleText(x, 12));
   const long = ctx.longLabels || data.tokens.map((x) => visibleText(x, 32));
   const blockLabel = (b) => {
-    const start = b * factor;
+    const start = offset + b * factor;
     return factor === 1 ? short[start] : `${start}: ${short[start]}`;
   };
   const labels = Array.from({ length: size }, (_, b) => blockLabel(b));
   const blockRange = (b) => {
-    const s = b * factor;
+    const s = offset + b * factor;
     const e = Math.min(n, s + factor) - 1;
     return s === e ? `${s}` : `${s}–${e}`;
   };
 
-  const selRow = ctx.selected == null ? null : Math.floor(ctx.selected / factor);
+  const selInside = ctx.selected != null && ctx.selected >= offset && ctx.selected < offset + size * factor;
+  const selRow = selInside ? Math.floor((ctx.selected - offset) / factor) : null;
   // A square plot: queries and keys share one scale, so the diagonal is at 45 degrees.
   const W = ctx.width || 600;
   const H = ctx.height || 600;
@@ -129,10 +136,10 @@ export function buildAttentionOption(data, ctx) {
       formatter: (p) => {
         if (p.seriesId !== 'attention') return '';
         const [x, y, , w] = p.data;
-        const q = factor === 1 ? escapeHtml(long[y]) : blockRange(y);
-        const k = factor === 1 ? escapeHtml(long[x]) : blockRange(x);
-        const qi = factor === 1 ? `#${y}` : '';
-        const ki = factor === 1 ? `#${x}` : '';
+        const q = factor === 1 ? escapeHtml(long[offset + y]) : blockRange(y);
+        const k = factor === 1 ? escapeHtml(long[offset + x]) : blockRange(x);
+        const qi = factor === 1 ? `#${offset + y}` : '';
+        const ki = factor === 1 ? `#${offset + x}` : '';
         return `<div class="ec-tip"><div><span class="ec-k">${escapeHtml(t('attn.query'))}</span> ${qi} <b class="ec-tok">${q}</b></div>`
           + `<div><span class="ec-k">${escapeHtml(t('attn.key'))}</span> ${ki} <b class="ec-tok">${k}</b></div>`
           + `<div><span class="ec-k">${escapeHtml(t('attn.weight'))}</span> <b>${w.toFixed(4)}</b>${factor > 1 ? ' (max)' : ''}</div></div>`;
@@ -189,17 +196,32 @@ export function buildAttentionOption(data, ctx) {
     layer: data.layer,
     head: headLabel(data.head, t, ctx.groupSize || 1),
     n,
-  }) + (factor > 1 ? ` · max-pooled ${factor}×${factor}` : '');
+  }) + (factor > 1 ? ` · ${t('attn.pooled', { f: factor })}` : '')
+    + (windowed ? ` · ${t('attn.window', { a: offset, b: offset + size * factor - 1 })}` : '');
   return {
     option,
     caption,
-    meta: { layer: data.layer, head: data.head, cells: cells.length, pool: factor },
+    meta: { layer: data.layer, head: data.head, cells: cells.length, pool: factor, offset },
   };
 }
 
 /** Map a clicked heatmap cell back to a query position. */
-export function attentionRowToPosition(cell, factor) {
-  return cell[1] * factor;
+export function attentionRowToPosition(cell, meta) {
+  return (meta.offset || 0) + cell[1] * (meta.pool || 1);
+}
+
+export const WINDOW = 128;
+
+/**
+ * Request parameters for the attention view: a pooled overview of the whole sequence, or a
+ * full-resolution square window around the selection. The window start snaps to steps of
+ * WINDOW / 4 so that moving the selection reuses cached windows. Pure.
+ */
+export function attentionRequest(n, range, selected) {
+  if (range !== 'window' || n <= WINDOW || selected == null) return { pool: MAX_CELLS };
+  const step = WINDOW / 4;
+  const start = Math.max(0, Math.min(n - WINDOW, Math.floor((selected - (3 * WINDOW) / 4) / step) * step));
+  return { q_start: start, q_end: start + WINDOW, k_start: start, k_end: start + WINDOW };
 }
 
 export { headLabel };
