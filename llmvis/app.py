@@ -1,14 +1,17 @@
 """Flask app factory and the v1 API blueprint. Thin routes, one error handler."""
 from __future__ import annotations
 
+import json
 import logging
+import queue
+import threading
 from pathlib import Path
 
 import torch
 from flask import Blueprint, Flask, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
-from .errors import BadRequest, LlmvisError
+from .errors import BadRequest, Busy, LlmvisError
 from .validate import parse_bool, parse_messages, parse_sampling, query_int, query_str
 
 log = logging.getLogger("llmvis.app")
@@ -26,6 +29,13 @@ def error_response(message: str, status: int):
     return resp
 
 
+def error_body(exc: LlmvisError) -> dict:
+    body = {"error": str(exc), "status": exc.status}
+    if getattr(exc, "run_id", None):
+        body["run_id"] = exc.run_id
+    return body
+
+
 def json_body() -> dict:
     body = request.get_json(silent=True, force=True)
     if not isinstance(body, dict):
@@ -35,7 +45,14 @@ def json_body() -> dict:
 
 def run_from_args():
     run_id = query_str(request.args, "run_id")
-    return engine().store.get(run_id)
+    return engine().get_run(run_id)
+
+
+def parse_generate_body(eng):
+    body = json_body()
+    messages = parse_messages(body)
+    params = parse_sampling(body, eng.config.max_new_tokens)
+    return messages, params, parse_bool(body, "use_chat_template", None)
 
 
 @api.get("/model")
@@ -47,12 +64,69 @@ def model():
 @api.post("/generate")
 def generate():
     eng = engine()
-    body = json_body()
-    messages = parse_messages(body)
-    params = parse_sampling(body, eng.config.max_new_tokens)
-    use_template = parse_bool(body, "use_chat_template", None)
-    run = eng.generate(messages, params, use_template)
+    run = eng.generate(*parse_generate_body(eng))
     return jsonify(eng.run_dict(run))
+
+
+def sse(event: str, data) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@api.post("/generate/stream")
+def generate_stream():
+    """Server-Sent Events: start, prompt, one token event per step, then done (or error).
+
+    Closing the connection cancels the generation before its next step.
+    """
+    eng = engine()
+    job = eng.prepare(*parse_generate_body(eng))  # bad input still answers a JSON 4xx
+    events: queue.Queue = queue.Queue()
+
+    def work():
+        try:
+            run = eng.execute(job, on_token=lambda tok: events.put(("token", tok)),
+                              on_prompt=lambda toks: events.put(("prompt", {"tokens": toks})))
+            events.put(("done", eng.run_dict(run)))
+        except LlmvisError as exc:
+            events.put(("error", error_body(exc)))
+        except Exception as exc:  # execute() already logged it
+            events.put(("error", {"error": f"internal error: {type(exc).__name__}", "status": 500, "run_id": job.id}))
+
+    threading.Thread(target=work, name=f"llmvis-run-{job.id}", daemon=True).start()
+
+    def stream():
+        try:
+            yield sse("start", {"run_id": job.id, "model": eng.model_info(), "params": job.params.as_dict(),
+                                "num_prompt_tokens": len(job.prompt.ids)})
+            while True:
+                try:
+                    kind, data = events.get(timeout=2.0)
+                except queue.Empty:
+                    yield ": keep-alive\n\n"  # also how a disconnect is noticed while queued
+                    continue
+                yield sse(kind, data)
+                if kind in ("done", "error"):
+                    return
+        finally:
+            job.cancel.set()  # client went away (or the run is over: then this does nothing)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return current_app.response_class(stream(), mimetype="text/event-stream", headers=headers)
+
+
+@api.post("/cancel")
+def cancel():
+    body = json_body()
+    run_id = body.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise BadRequest("run_id", "is required and must be a string")
+    return jsonify(engine().cancel(run_id))
+
+
+@api.get("/run")
+def get_run():
+    eng = engine()
+    return jsonify(eng.run_dict(run_from_args()))
 
 
 @api.get("/token_probs")
@@ -135,7 +209,11 @@ def embedding_projection():
 def register_errors(app: Flask) -> None:
     @app.errorhandler(LlmvisError)
     def on_llmvis_error(exc: LlmvisError):
-        return error_response(str(exc), exc.status)
+        resp = jsonify(error_body(exc))
+        resp.status_code = exc.status
+        if isinstance(exc, Busy):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
 
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException):

@@ -31,5 +31,6 @@ class ServerConfig:
     max_body_bytes: int = 1 << 20       # request bodies above this answer 413
     store_budget_bytes: int = 2 << 30   # run store bound; least recently used runs are evicted first
     attention_cache_bytes: int = 512 << 20  # per run: cached attention layers beyond this are dropped, oldest first
+    max_queue: int = 4                  # generations waiting or running; more answer 503 + Retry-After
     default_top_n: int = 10             # /api/token_probs default
     max_top_n: int = 100                # alternatives recorded per step and the most top_n may be

@@ -39,3 +39,26 @@ class ModelLoadError(LlmvisError):
     """A model path is missing or does not hold a loadable causal LM."""
 
     status = 500
+
+
+class RunFailed(LlmvisError):
+    """The run's generation raised; it has no data to show."""
+
+    status = 409
+
+
+class Busy(LlmvisError):
+    """The generation queue is full; the client should retry later."""
+
+    status = 503
+    retry_after = 5
+
+
+class GenerationFailed(LlmvisError):
+    """The model raised in the middle of a run; the run is marked failed."""
+
+    status = 500
+
+    def __init__(self, message: str, run_id: str):
+        self.run_id = run_id
+        super().__init__(message)

@@ -19,6 +19,7 @@ import torch
 from .analysis import entropy_from_logits, rank_of, sampling_distribution
 
 PROMPT_CHUNK = 256  # prompt rows turned into full-vocabulary logits at a time
+STAT_NAMES = ("prob", "rank", "entropy", "sample_prob", "sample_entropy", "cut_mass")  # scalar per position
 
 
 @dataclass
@@ -138,6 +139,10 @@ class _Recorder:
         self.top_sample[pos] = dist.prob_of(top_i).numpy()
         return chosen
 
+    def row(self, pos: int) -> dict:
+        """Scalar statistics of one position (for streaming)."""
+        return {name: getattr(self, name)[pos].item() for name in STAT_NAMES}
+
     def finish(self, n: int) -> StepStats:
         return StepStats(**{name: getattr(self, name)[:n].copy() for name in StepStats.__dataclass_fields__})
 
@@ -148,13 +153,16 @@ def decode(
     params: GenerationParams,
     stop_ids: set[int],
     top_k_record: int = 100,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_prompt: Callable[[list[dict]], None] | None = None,
 ) -> DecodeResult:
     """Generate from prompt_ids and record everything the views need.
 
-    on_step(position, token_id) is called after each generated token (for streaming);
-    should_stop() is polled before each step (for cancellation).
+    on_step(position, token_id, stats) is called after each generated token (streaming, fault
+    injection); an exception it raises aborts the run.
+    should_stop() is polled before each step (for cancellation); on_prompt(rows) gets the
+    prompt tokens' teacher-forced statistics once the prefill is done.
     """
     if params.seed is None:
         params.seed = secrets.randbelow(2**31)
@@ -192,6 +200,8 @@ def decode(
             if logits.shape[0]:
                 rec.teacher_forced(rows, logits, nxt[a : a + logits.shape[0]])
         del out, final
+        if on_prompt is not None:
+            on_prompt([rec.row(i) for i in range(n_prompt)])
         finish = "length"
         logits = last_logits
         for step in range(params.max_new_tokens):
@@ -202,6 +212,8 @@ def decode(
             pos = len(ids)
             chosen = rec.sampled(pos, logits, params, gen)
             ids.append(chosen)
+            if on_step is not None:
+                on_step(pos, chosen, rec.row(pos))
             out = base(
                 input_ids=torch.tensor([[chosen]], device=device),
                 past_key_values=cache,
@@ -211,8 +223,6 @@ def decode(
             for layer, h in enumerate(out.hidden_states):
                 hidden[layer, pos] = h[0, -1]
             cache = out.past_key_values
-            if on_step is not None:
-                on_step(pos, chosen)
             step_s.append(time.perf_counter() - t0)
             if chosen in stop_ids:
                 finish = "eos"

@@ -5,23 +5,56 @@ under the model's lock, so generation and attention recomputation are serialised
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from .config import ServerConfig
 from .analysis import pool_matrix
-from .errors import BadRequest, PayloadTooLarge
-from .generation import GenerationParams, decode, eos_ids
+from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunFailed
+from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
 from .models import LoadedModel
 from .store import RunStore
-from .tokens import TokenTexts, build_prompt
+from .tokens import Prompt, TokenTexts, build_prompt
 from .trace import Run, float_or_none, new_run_id
+
+log = logging.getLogger("llmvis.service")
+
+
+@dataclass
+class Job:
+    """A generation admitted to the queue; its id becomes the run id."""
+
+    id: str
+    prompt: Prompt
+    params: GenerationParams
+    use_chat_template: bool
+    cancel: threading.Event = field(default_factory=threading.Event)
+    status: str = "queued"          # queued | running | done | cancelled | failed
+    error: str | None = None
+
+
+@dataclass
+class FailedRun:
+    """What the store keeps of a run whose generation raised."""
+
+    id: str
+    error: str
+    status: str = "failed"
+    nbytes: int = 256
 
 
 class Engine:
+    fault_hook: Callable[[int], None] | None = None  # tests inject faults here; called at each step
+
     def __init__(self, lm: LoadedModel, config: ServerConfig | None = None):
         self.lm = lm
+        self.jobs: dict[str, Job] = {}
+        self._jobs_lock = threading.Lock()
         self.config = config or ServerConfig()
         self.store = RunStore(self.config.store_budget_bytes)
         self.texts = TokenTexts(lm.tokenizer)
@@ -40,6 +73,8 @@ class Engine:
             "max_body_bytes": self.config.max_body_bytes,
             "store_budget_bytes": self.config.store_budget_bytes,
             "max_top_n": self.config.max_top_n,
+            "max_queue": self.config.max_queue,
+            "attention_cache_bytes": self.config.attention_cache_bytes,
         }
 
     def estimate_run_bytes(self, num_tokens: int) -> int:
@@ -50,7 +85,8 @@ class Engine:
         return hidden + stats
 
     # ---- generation --------------------------------------------------------------
-    def generate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Run:
+    def prepare(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Job:
+        """Validate against the model and the budgets, and admit a job to the queue (or refuse)."""
         has_template = bool(getattr(self.lm.tokenizer, "chat_template", None))
         if use_chat_template is None:
             use_chat_template = has_template
@@ -73,23 +109,55 @@ class Engine:
                 f"max_new_tokens: this run would need about {need >> 20} MiB, over the run store budget of "
                 f"{self.config.store_budget_bytes >> 20} MiB"
             )
-        with self.lm.lock:
-            result = decode(self.lm.model, prompt.ids, params, self.stop_ids, self.config.max_top_n)
+        with self._jobs_lock:
+            if len(self.jobs) >= self.config.max_queue:
+                raise Busy(f"generation queue is full ({self.config.max_queue} runs waiting or running); retry shortly")
+            job = Job(new_run_id(), prompt, params, use_chat_template)
+            self.jobs[job.id] = job
+        return job
+
+    def execute(self, job: Job, on_token: Callable[[dict], None] | None = None,
+                on_prompt: Callable[[list[dict]], None] | None = None) -> Run:
+        """Run a prepared job to completion, cancellation or failure; always leaves the queue."""
+        def step(pos: int, token_id: int, stats: dict) -> None:
+            if self.fault_hook is not None:
+                self.fault_hook(pos)
+            if on_token is not None:
+                on_token(self.describe_step(job, pos, token_id, stats))
+
+        try:
+            with self.lm.lock:
+                job.status = "running"
+                result = decode(self.lm.model, job.prompt.ids, job.params, self.stop_ids, self.config.max_top_n,
+                                on_step=step, should_stop=job.cancel.is_set,
+                                on_prompt=None if on_prompt is None else lambda rows: on_prompt(
+                                    [self.describe_prompt_token(job, i, row) for i, row in enumerate(rows)]))
+        except Exception as exc:
+            job.status = "failed"
+            job.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            log.exception("run %s failed", job.id)
+            self.store.put(FailedRun(job.id, job.error))
+            raise GenerationFailed(f"generation failed: {job.error}", run_id=job.id) from exc
+        finally:
+            with self._jobs_lock:
+                self.jobs.pop(job.id, None)
         t0 = time.perf_counter()
         gen_count = len(result.ids) - result.num_prompt
         run = Run(
-            id=new_run_id(),
+            id=job.id,
             model_name=self.lm.name,
-            params=result.params.as_dict() | {"use_chat_template": use_chat_template},
+            params=result.params.as_dict() | {"use_chat_template": job.use_chat_template},
             ids=result.ids,
             num_prompt=result.num_prompt,
-            segments=prompt.segments + ["assistant"] * gen_count,
+            segments=job.prompt.segments + ["assistant"] * gen_count,
             result=result,
             finish_reason=result.finish_reason,
             timing={},
             attention_budget=self.config.attention_cache_bytes,
+            status="cancelled" if result.finish_reason == "cancelled" else "done",
         )
         self.store.put(run)
+        job.status = "cancelled" if result.finish_reason == "cancelled" else "done"
         run.timing = {
             "generate_s": result.generate_s,
             "tokens_per_s": gen_count / result.generate_s if result.generate_s > 0 else None,
@@ -97,27 +165,50 @@ class Engine:
         }
         return run
 
+    def generate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Run:
+        return self.execute(self.prepare(messages, params, use_chat_template))
+
+    def cancel(self, run_id: str) -> dict:
+        """Ask a queued or running generation to stop; it stops before its next step."""
+        with self._jobs_lock:
+            job = self.jobs.get(run_id)
+        if job is not None:
+            job.cancel.set()
+            return {"run_id": run_id, "cancelled": True, "status": job.status}
+        run = self.store.get(run_id)  # raises 404 for unknown / expired ids
+        return {"run_id": run_id, "cancelled": False, "status": run.status}
+
+    def describe_step(self, job: Job, pos: int, token_id: int, stats: dict) -> dict:
+        """A generated token as the API shows it, built from the live step statistics."""
+        return self._token(pos, token_id, "generated", "assistant", stats)
+
+    def describe_prompt_token(self, job: Job, pos: int, stats: dict) -> dict:
+        return self._token(pos, job.prompt.ids[pos], "prompt", job.prompt.segments[pos], stats)
+
+    def _token(self, pos: int, token_id: int, source: str, segment: str, stats: dict) -> dict:
+        d = self.texts.describe(token_id)
+        rank = int(stats["rank"])
+        return {
+            "position": pos, "id": int(token_id), "text": d["text"], "source": source,
+            "prob": float_or_none(stats["prob"]), "rank": rank if rank > 0 else None,
+            "entropy": float_or_none(stats["entropy"]), "sample_prob": float_or_none(stats["sample_prob"]),
+            "sample_entropy": float_or_none(stats["sample_entropy"]), "cut_mass": float_or_none(stats["cut_mass"]),
+            "special": d["special"], "bytes": d["bytes"], "partial": d["partial"], "segment": segment,
+        }
+
+    def get_run(self, run_id: str) -> Run:
+        """A finished run from the store; a failed run answers 409."""
+        run = self.store.get(run_id)
+        if isinstance(run, FailedRun):
+            raise RunFailed(f"run_id: run {run_id} failed: {run.error}")
+        return run
+
     # ---- serialisation -----------------------------------------------------------
     def token_dict(self, run: Run, pos: int) -> dict:
         s = run.result.stats
-        d = self.texts.describe(run.ids[pos])
-        rank = int(s.rank[pos])
-        return {
-            "position": pos,
-            "id": run.ids[pos],
-            "text": d["text"],
-            "source": "prompt" if pos < run.num_prompt else "generated",
-            "prob": float_or_none(s.prob[pos]),
-            "rank": rank if rank > 0 else None,
-            "entropy": float_or_none(s.entropy[pos]),
-            "sample_prob": float_or_none(s.sample_prob[pos]),
-            "sample_entropy": float_or_none(s.sample_entropy[pos]),
-            "cut_mass": float_or_none(s.cut_mass[pos]),
-            "special": d["special"],
-            "bytes": d["bytes"],
-            "partial": d["partial"],
-            "segment": run.segments[pos],
-        }
+        stats = {name: getattr(s, name)[pos].item() for name in STAT_NAMES}
+        source = "prompt" if pos < run.num_prompt else "generated"
+        return self._token(pos, run.ids[pos], source, run.segments[pos], stats)
 
     def run_dict(self, run: Run) -> dict:
         generated = run.ids[run.num_prompt :]
@@ -128,6 +219,7 @@ class Engine:
             "tokens": [self.token_dict(run, i) for i in range(run.num_tokens)],
             "generated_text": self.lm.tokenizer.decode(generated, skip_special_tokens=True),
             "finish_reason": run.finish_reason,
+            "status": run.status,
             "timing": run.timing,
             "num_prompt_tokens": run.num_prompt,
             "num_tokens": run.num_tokens,

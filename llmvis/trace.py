@@ -110,6 +110,7 @@ class Run:
     finish_reason: str
     timing: dict
     created: float = field(default_factory=time.time)
+    status: str = "done"                                  # done | cancelled
     attention_cache: OrderedDict = field(default_factory=OrderedDict)  # layer -> (Hq, T, T) float16, LRU
     attention_budget: int = 512 << 20                     # bytes of attention this run may cache
     similarity_cache: torch.Tensor | None = None          # (L, T)

@@ -39,7 +39,7 @@ def _assert_error(resp, status: int, field: str | None = None):
     assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:500])
     assert resp.is_json, resp.get_data(as_text=True)[:200]
     body = resp.get_json()
-    assert set(body) == {"error", "status"}, body
+    assert {"error", "status"} <= set(body) <= {"error", "status", "run_id"}, body
     assert body["status"] == status
     assert isinstance(body["error"], str) and body["error"]
     if field is not None:
