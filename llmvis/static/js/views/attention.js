@@ -92,7 +92,7 @@ export function buildAttentionOption(data, ctx) {
   const thinned = (step) => (idx) => {
     if (selRow !== null && idx === selRow) return true;
     if (step <= 1) return true;
-    return idx % step === 0 && (selRow === null || Math.abs(idx - selRow) >= step / 2);
+    return idx % step === 0 && (selRow === null || Math.abs(idx - selRow) >= step);
   };
   const yInterval = thinned(labelInterval(size, Math.floor(plotH / 13)) + 1);
   const xInterval = thinned(labelInterval(size, Math.floor(plotW / 13)) + 1);

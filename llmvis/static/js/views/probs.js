@@ -106,7 +106,7 @@ export function buildProbsOption(data, ctx) {
     xAxis: {
       type: 'value',
       min: 0,
-      max: (v) => Math.min(1, Math.max(0.05, v.max * 1.08)),
+      max: (v) => Math.min(1, Math.max(0.05, Math.ceil(v.max * 1.12 * 20) / 20)),
       name: t('probs.xName'),
       nameLocation: 'middle',
       nameGap: 26,
