@@ -123,6 +123,13 @@ def cancel():
     return jsonify(engine().cancel(run_id))
 
 
+@api.get("/openapi.json")
+def openapi():
+    from .openapi import spec
+
+    return jsonify(spec())
+
+
 @api.get("/run")
 def get_run():
     eng = engine()

@@ -17,6 +17,8 @@ def _number(body: dict, name: str, default, *, integer: bool):
         raise BadRequest(name, f"must be {kind}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise BadRequest(name, "must be finite")
+    if abs(value) >= 2**63:
+        raise BadRequest(name, f"is out of range ({'huge' if value > 0 else 'hugely negative'} value)")
     if integer:
         if isinstance(value, float):
             if not value.is_integer():

@@ -1,0 +1,138 @@
+"""OpenAPI 3 description of the v1 API, served at /api/openapi.json.
+
+tests/api/test_openapi.py keeps it in step with the code: every /api route is described, every
+described route exists, and every documented parameter is validated by its route.
+"""
+from __future__ import annotations
+
+from . import __version__
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _q(name: str, schema: dict, required: bool = False, description: str = "") -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def _resp(ok_schema: dict, *codes: int, ok_type: str = "application/json") -> dict:
+    out = {"200": {"description": "OK", "content": {ok_type: {"schema": ok_schema}}}}
+    for code in codes:
+        out[str(code)] = {"description": "error", "content": {"application/json": {"schema": ERROR}}}
+    return out
+
+
+RUN_ID = _q("run_id", {"type": "string", "maxLength": 64}, True, "id returned by /api/generate")
+GENERATE_BODY = {
+    "type": "object",
+    "properties": {
+        "prompt": {"type": "string", "minLength": 1, "description": "user message (or use messages)"},
+        "messages": {
+            "type": "array", "minItems": 1,
+            "items": {"type": "object", "required": ["role", "content"], "properties": {
+                "role": {"type": "string", "enum": ["system", "user", "assistant"]},
+                "content": {"type": "string"}}},
+        },
+        "system": {"type": "string"},
+        "use_chat_template": {"type": "boolean"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 100, "default": 0.7},
+        "top_k": {"type": "integer", "minimum": 0, "default": 50},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.95},
+        "max_new_tokens": {"type": "integer", "minimum": 1, "default": 128},
+        "seed": {"type": "integer", "minimum": 0},
+    },
+}
+TOKEN = {
+    "type": "object",
+    "required": ["position", "id", "text", "source", "prob", "rank", "entropy", "sample_prob"],
+    "properties": {
+        "position": {"type": "integer"}, "id": {"type": "integer"}, "text": {"type": "string"},
+        "source": {"type": "string", "enum": ["prompt", "generated"]},
+        "prob": {"type": ["number", "null"]}, "rank": {"type": ["integer", "null"]},
+        "entropy": {"type": ["number", "null"]}, "sample_prob": {"type": ["number", "null"]},
+        "sample_entropy": {"type": ["number", "null"]}, "cut_mass": {"type": ["number", "null"]},
+        "special": {"type": "boolean"}, "bytes": {"type": "string"}, "partial": {"type": "boolean"},
+        "segment": {"type": "string", "enum": ["system", "user", "assistant", "template"]},
+    },
+}
+RUN = {
+    "type": "object",
+    "required": ["run_id", "model", "params", "tokens", "generated_text", "finish_reason", "timing"],
+    "properties": {
+        "run_id": {"type": "string"}, "model": {"$ref": "#/components/schemas/Model"},
+        "params": {"type": "object"}, "tokens": {"type": "array", "items": TOKEN},
+        "generated_text": {"type": "string"},
+        "finish_reason": {"type": "string", "enum": ["eos", "length", "cancelled"]},
+        "status": {"type": "string", "enum": ["done", "cancelled"]},
+        "timing": {"type": "object", "properties": {
+            "generate_s": {"type": "number"}, "tokens_per_s": {"type": ["number", "null"]},
+            "analysis_s": {"type": "number"}}},
+        "num_prompt_tokens": {"type": "integer"}, "num_tokens": {"type": "integer"},
+    },
+}
+
+PATHS = {
+    "/api/model": {"get": {"summary": "Model info and server limits", "parameters": [],
+                           "responses": _resp({"$ref": "#/components/schemas/Model"})}},
+    "/api/generate": {"post": {
+        "summary": "Generate and trace a run",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},
+        "responses": _resp(RUN, 400, 413, 500, 503),
+    }},
+    "/api/generate/stream": {"post": {
+        "summary": "Generate with Server-Sent Events: start, prompt, token..., done | error",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},
+        "responses": _resp({"type": "string"}, 400, 413, 503, ok_type="text/event-stream"),
+    }},
+    "/api/cancel": {"post": {
+        "summary": "Cancel a queued or running generation",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["run_id"], "properties": {"run_id": {"type": "string"}}}}}},
+        "responses": _resp({"type": "object"}, 400, 404),
+    }},
+    "/api/run": {"get": {"summary": "A stored run, as /api/generate returned it", "parameters": [RUN_ID],
+                         "responses": _resp(RUN, 400, 404, 409)}},
+    "/api/token_probs": {"get": {
+        "summary": "Top-N alternatives at one position",
+        "parameters": [RUN_ID, _q("position", {"type": "integer", "minimum": 1}, True),
+                       _q("top_n", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10})],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/attention": {"get": {
+        "summary": "Attention of one layer: one head, mean or max; JSON or float16; pooled or windowed",
+        "parameters": [
+            RUN_ID, _q("layer", {"type": "integer", "minimum": 0}, True),
+            _q("head", {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "enum": ["mean", "max"]}]}),
+            _q("format", {"type": "string", "enum": ["json", "f16"], "default": "json"}),
+            _q("pool", {"type": "integer", "minimum": 0, "maximum": 8192}, description="0 or >= 16"),
+            _q("pool_mode", {"type": "string", "enum": ["max", "mean"], "default": "max"}),
+            _q("q_start", {"type": "integer", "minimum": 0}), _q("q_end", {"type": "integer", "minimum": 0}),
+            _q("k_start", {"type": "integer", "minimum": 0}), _q("k_end", {"type": "integer", "minimum": 0}),
+        ],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/hidden_similarity": {"get": {"summary": "Cosine similarity of consecutive layers",
+                                       "parameters": [RUN_ID], "responses": _resp({"type": "object"}, 400, 404, 409)}},
+    "/api/embedding_projection": {"get": {
+        "summary": "2D PCA of one layer's token states",
+        "parameters": [RUN_ID, _q("layer", {"type": "integer", "minimum": 0}),
+                       _q("method", {"type": "string", "enum": ["pca"], "default": "pca"})],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/openapi.json": {"get": {"summary": "This document", "parameters": [],
+                                  "responses": _resp({"type": "object"})}},
+}
+
+
+def spec() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "llmvis API", "version": __version__,
+                 "description": "See inside a causal LM while it generates. Errors: {error, status}."},
+        "paths": PATHS,
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error", "status"], "properties": {
+                "error": {"type": "string"}, "status": {"type": "integer"}, "run_id": {"type": "string"}}},
+            "Model": {"type": "object", "required": ["name", "architecture", "num_layers", "num_heads",
+                                                     "num_kv_heads", "hidden_size", "vocab_size", "device", "dtype"]},
+        }},
+    }
