@@ -82,25 +82,28 @@ def cosine_consecutive(hidden: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(h[:-1], h[1:], dim=-1, eps=1e-8)  # (L, T)
 
 
-def pca_2d(x: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-    """Project rows of x (N, D) onto their first two principal components.
+def pca_2d(x: torch.Tensor, fit_start: int = 0) -> tuple[torch.Tensor, list[float]]:
+    """Project rows of x (N, D) onto the first two principal components of x[fit_start:].
 
-    Returns (coords (N, 2), explained variance ratio of each component).
+    All rows are projected; only rows from fit_start on shape the components (so an outlier such
+    as an attention-sink first token, whose norm dwarfs the rest, does not take the whole picture).
+    Returns (coords (N, 2), explained variance ratio of each component over the fitted rows).
     Signs are fixed so that the largest-magnitude loading of each component is positive,
     which keeps the picture stable between calls.
     """
     x = x.double()
     n = x.shape[0]
-    centred = x - x.mean(0, keepdim=True)  # (N, D)
-    if n < 2:
+    fit = x[fit_start:] if n - fit_start >= 2 else x  # (M, D)
+    if fit.shape[0] < 2:
         return torch.zeros(n, 2), [0.0, 0.0]
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)  # s: (min(N,D),), vh: (min(N,D), D)
+    mean = fit.mean(0, keepdim=True)  # (1, D)
+    _, s, vh = torch.linalg.svd(fit - mean, full_matrices=False)  # s: (min(M,D),), vh: (min(M,D), D)
     comps = vh[:2]  # (2, D)
     idx = comps.abs().argmax(1)
     signs = torch.sign(comps[torch.arange(comps.shape[0]), idx])
     signs[signs == 0] = 1
     comps = comps * signs.unsqueeze(1)
-    coords = centred @ comps.T  # (N, 2)
+    coords = (x - mean) @ comps.T  # (N, 2)
     var = s**2
     total = float(var.sum().item())
     ratios = [float(v / total) if total > 0 else 0.0 for v in var[:2].tolist()]

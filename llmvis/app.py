@@ -210,7 +210,8 @@ def embedding_projection():
     run = run_from_args()
     layer = query_int(request.args, "layer", default=eng.lm.num_layers, lo=0, hi=eng.lm.num_layers)
     method = query_str(request.args, "method", required=False, default="pca", choices=("pca",))
-    return jsonify(eng.projection(run, layer, method))
+    include_first = query_str(request.args, "include_first", required=False, default="0", choices=("0", "1")) == "1"
+    return jsonify(eng.projection(run, layer, method, include_first))
 
 
 def register_errors(app: Flask) -> None:

@@ -115,7 +115,9 @@ PATHS = {
     "/api/embedding_projection": {"get": {
         "summary": "2D PCA of one layer's token states",
         "parameters": [RUN_ID, _q("layer", {"type": "integer", "minimum": 0}),
-                       _q("method", {"type": "string", "enum": ["pca"], "default": "pca"})],
+                       _q("method", {"type": "string", "enum": ["pca"], "default": "pca"}),
+                       _q("include_first", {"type": "string", "enum": ["0", "1"], "default": "0"},
+                          description="1 = let position 0 (an attention sink) shape the components")],
         "responses": _resp({"type": "object"}, 400, 404, 409),
     }},
     "/api/openapi.json": {"get": {"summary": "This document", "parameters": [],

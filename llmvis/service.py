@@ -297,16 +297,18 @@ class Engine:
             "tokens": self.token_texts(run),
         }
 
-    def projection(self, run: Run, layer: int, method: str) -> dict:
+    def projection(self, run: Run, layer: int, method: str, include_first: bool = False) -> dict:
+        """PCA fitted on positions 1.. (position 0 is an attention sink with a huge norm); all projected."""
         self._check_layer(layer, self.lm.num_layers)
-        coords, var = run.projection(layer)
+        coords, var = run.projection(layer, fit_start=0 if include_first else 1)
         texts = self.token_texts(run)
         points = [
             {"position": i, "x": float(coords[i, 0]), "y": float(coords[i, 1]), "text": texts[i],
              "source": "prompt" if i < run.num_prompt else "generated"}
             for i in range(run.num_tokens)
         ]
-        return {"layer": layer, "method": method, "points": points, "explained_variance": var}
+        return {"layer": layer, "method": method, "points": points, "explained_variance": var,
+                "fit_positions": [0 if include_first or run.num_tokens < 3 else 1, run.num_tokens]}
 
     def token_texts(self, run: Run) -> list[str]:
         return [self.texts.describe(i)["text"] for i in run.ids]

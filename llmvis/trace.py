@@ -159,8 +159,8 @@ class Run:
             self.similarity_cache = cosine_consecutive(self.hidden).cpu()
         return self.similarity_cache
 
-    def projection(self, layer: int) -> tuple[torch.Tensor, list[float]]:
-        return pca_2d(self.hidden[layer].cpu())
+    def projection(self, layer: int, fit_start: int = 1) -> tuple[torch.Tensor, list[float]]:
+        return pca_2d(self.hidden[layer].cpu(), fit_start=fit_start)
 
 
 def new_run_id() -> str:

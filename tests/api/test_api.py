@@ -284,3 +284,13 @@ def test_attention_cache_per_run_is_bounded(default_lm):
         assert client.get(f"/api/attention?run_id={run.id}&layer={layer}").status_code == 200
     assert list(run.attention_cache) == [2, 4]  # least recently viewed layers dropped first
     assert eng.store.total_bytes == run.nbytes
+
+
+def test_projection_fits_without_the_sink_token(client, greedy_run, assert_error):
+    run_id = greedy_run["run_id"]
+    default = client.get(f"/api/embedding_projection?run_id={run_id}&layer=15").get_json()
+    with_first = client.get(f"/api/embedding_projection?run_id={run_id}&layer=15&include_first=1").get_json()
+    assert default["fit_positions"][0] == 1 and with_first["fit_positions"][0] == 0
+    assert with_first["explained_variance"][0] > default["explained_variance"][0]
+    assert len(default["points"]) == len(greedy_run["tokens"])
+    assert_error(client.get(f"/api/embedding_projection?run_id={run_id}&include_first=yes"), 400, "include_first")

@@ -132,3 +132,13 @@ def test_pool_matrix_max_and_mean_with_partial_edge_tiles():
     assert mean[2, 2].item() == 24  # a 1x1 edge tile is its own mean
     assert mean[0, 2].item() == pytest.approx((4 + 9) / 2)
     assert torch.equal(pool_matrix(m, 1), m)
+
+
+def test_pca_fit_start_ignores_an_outlier_but_projects_it():
+    x = torch.tensor([[1000.0, -1000.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [2.0, 0.0, 1.0], [3.0, 0.1, 1.0]])
+    coords_all, var_all = pca_2d(x)
+    coords, var = pca_2d(x, fit_start=1)
+    assert var_all[0] > 0.999  # the outlier takes everything
+    assert var[0] > 0.99 and coords.shape == (5, 2)
+    # the remaining points spread along the first component, one unit apart
+    assert (coords[2, 0] - coords[1, 0]).abs().item() == pytest.approx(1.0, rel=1e-2)
