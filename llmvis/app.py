@@ -114,6 +114,48 @@ def generate_stream():
     return current_app.response_class(stream(), mimetype="text/event-stream", headers=headers)
 
 
+@api.post("/fork")
+def fork():
+    """Regenerate from `position` of run `run_id` with `token_id` forced there (a new, linked run)."""
+    eng = engine()
+    body = json_body()
+    run_id = body.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise BadRequest("run_id", "is required and must be a string")
+    parent = eng.get_run(run_id)
+    position = parse_int_field(body, "position")
+    token_id = parse_int_field(body, "token_id")
+    merged = {k: v for k, v in parent.params.items() if k in ("temperature", "top_k", "top_p", "max_new_tokens")}
+    merged.update({k: body[k] for k in ("temperature", "top_k", "top_p", "max_new_tokens", "seed") if k in body})
+    params = parse_sampling(merged, eng.config.max_new_tokens)
+    run = eng.execute(eng.prepare_fork(parent, position, token_id, params))
+    return jsonify(eng.run_dict(run))
+
+
+@api.post("/score")
+def score():
+    """Teacher-forced statistics of any text, with perplexity and GLTR buckets; no generation."""
+    eng = engine()
+    body = json_body()
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("text", "is required and must be a non-empty string")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str):
+        raise BadRequest("system", "must be a string")
+    use_template = parse_bool(body, "use_chat_template", False)
+    run = eng.execute(eng.prepare_score(text, use_template, system))
+    return jsonify(eng.run_dict(run))
+
+
+@api.get("/diff")
+def diff():
+    eng = engine()
+    run_a = eng.get_run(query_str(request.args, "run_a"), "run_a")
+    run_b = eng.get_run(query_str(request.args, "run_b"), "run_b")
+    return jsonify(eng.diff(run_a, run_b))
+
+
 @api.post("/cancel")
 def cancel():
     body = json_body()
@@ -143,6 +185,13 @@ def token_probs():
     position = query_int(request.args, "position", lo=0, hi=max(0, run.num_tokens - 1))
     top_n = query_int(request.args, "top_n", default=eng.config.default_top_n, lo=1, hi=eng.config.max_top_n)
     return jsonify(eng.token_probs(run, position, top_n))
+
+
+def parse_int_field(body: dict, name: str) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(name, "is required and must be an integer")
+    return value
 
 
 def parse_head(raw: str | None, num_heads: int):

@@ -117,10 +117,17 @@ class _Recorder:
         self.top_ids[positions] = top_i.numpy()
         self.top_probs[positions] = top_l.exp().numpy()
 
-    def sampled(self, pos: int, logits: torch.Tensor, params: GenerationParams, gen: torch.Generator) -> int:
-        """Sample the token at `pos` from one row of logits (V,) and record its stats."""
+    def sampled(self, pos: int, logits: torch.Tensor, params: GenerationParams, gen: torch.Generator,
+                forced: int | None = None) -> int:
+        """Sample the token at `pos` from one row of logits (V,) and record its stats.
+
+        With `forced`, that token is taken instead of a sample (a fork); its statistics are
+        still those of the distributions it would have been sampled from.
+        """
         dist = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
-        if dist.ids.numel() == 1:
+        if forced is not None:
+            chosen = int(forced)
+        elif dist.ids.numel() == 1:
             chosen = int(dist.ids[0])
         else:
             pick = torch.multinomial(dist.probs, 1, generator=gen)
@@ -156,13 +163,15 @@ def decode(
     on_step: Callable[[int, int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_prompt: Callable[[list[dict]], None] | None = None,
+    forced: list[int] | None = None,
 ) -> DecodeResult:
     """Generate from prompt_ids and record everything the views need.
 
     on_step(position, token_id, stats) is called after each generated token (streaming, fault
     injection); an exception it raises aborts the run.
     should_stop() is polled before each step (for cancellation); on_prompt(rows) gets the
-    prompt tokens' teacher-forced statistics once the prefill is done.
+    prompt tokens' teacher-forced statistics once the prefill is done. `forced` ids are taken
+    as the first generated tokens instead of samples (forking from a position).
     """
     if params.seed is None:
         params.seed = secrets.randbelow(2**31)
@@ -210,7 +219,8 @@ def decode(
                 break
             t0 = time.perf_counter()
             pos = len(ids)
-            chosen = rec.sampled(pos, logits, params, gen)
+            force = forced[step] if forced and step < len(forced) else None
+            chosen = rec.sampled(pos, logits, params, gen, force)
             ids.append(chosen)
             if on_step is not None:
                 on_step(pos, chosen, rec.row(pos))

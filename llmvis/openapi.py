@@ -61,7 +61,7 @@ RUN = {
         "run_id": {"type": "string"}, "model": {"$ref": "#/components/schemas/Model"},
         "params": {"type": "object"}, "tokens": {"type": "array", "items": TOKEN},
         "generated_text": {"type": "string"},
-        "finish_reason": {"type": "string", "enum": ["eos", "length", "cancelled"]},
+        "finish_reason": {"type": "string", "enum": ["eos", "length", "cancelled", "scored"]},
         "status": {"type": "string", "enum": ["done", "cancelled"]},
         "timing": {"type": "object", "properties": {
             "generate_s": {"type": "number"}, "tokens_per_s": {"type": ["number", "null"]},
@@ -82,6 +82,29 @@ PATHS = {
         "summary": "Generate with Server-Sent Events: start, prompt, token..., done | error",
         "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},
         "responses": _resp({"type": "string"}, 400, 413, 503, ok_type="text/event-stream"),
+    }},
+    "/api/fork": {"post": {
+        "summary": "Regenerate from a position with a chosen token forced there (a new run linked to its parent)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["run_id", "position", "token_id"], "properties": {
+                "run_id": {"type": "string"}, "position": {"type": "integer", "minimum": 1},
+                "token_id": {"type": "integer", "minimum": 0},
+                "temperature": {"type": "number"}, "top_k": {"type": "integer"}, "top_p": {"type": "number"},
+                "max_new_tokens": {"type": "integer"}, "seed": {"type": "integer"}}}}}},
+        "responses": _resp(RUN, 400, 404, 409, 500, 503),
+    }},
+    "/api/score": {"post": {
+        "summary": "Score text without generating: per-token prob/rank, perplexity, GLTR buckets",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["text"], "properties": {
+                "text": {"type": "string", "minLength": 1}, "system": {"type": "string"},
+                "use_chat_template": {"type": "boolean", "default": False}}}}}},
+        "responses": _resp(RUN, 400, 413, 503),
+    }},
+    "/api/diff": {"get": {
+        "summary": "Align two runs token by token, mark the divergence, KL per position",
+        "parameters": [_q("run_a", {"type": "string"}, True), _q("run_b", {"type": "string"}, True)],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
     }},
     "/api/cancel": {"post": {
         "summary": "Cancel a queued or running generation",

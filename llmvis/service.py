@@ -15,7 +15,8 @@ import torch
 
 from .config import ServerConfig
 from .analysis import pool_matrix
-from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunFailed
+from .compare import diff_runs, score_summary
+from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
 from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
 from .models import LoadedModel
 from .store import RunStore
@@ -36,6 +37,14 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     status: str = "queued"          # queued | running | done | cancelled | failed
     error: str | None = None
+    kind: str = "generate"          # generate | fork | score
+    forced: list[int] | None = None  # ids taken instead of the first samples (fork)
+    parent: Run | None = None       # the run a fork branches from
+    fork_position: int | None = None
+
+    def __post_init__(self):
+        if self.parent is not None:
+            self.kind = "fork"
 
 
 @dataclass
@@ -46,6 +55,16 @@ class FailedRun:
     error: str
     status: str = "failed"
     nbytes: int = 256
+
+
+def inherit_parent_steps(result, parent: Run, start: int, stop: int) -> None:
+    """A fork re-reads the parent's tokens [start, stop) as its prefix; give them the parent's
+    sampled-step statistics (identical model and prefix, so identical distributions)."""
+    if stop <= start:
+        return
+    mine, theirs = result.stats, parent.result.stats
+    for name in mine.__dataclass_fields__:
+        getattr(mine, name)[start:stop] = getattr(theirs, name)[start:stop]
 
 
 class Engine:
@@ -93,17 +112,40 @@ class Engine:
         if use_chat_template and not has_template:
             raise BadRequest("use_chat_template", "this model's tokenizer has no chat template")
         prompt = build_prompt(self.lm.tokenizer, messages, use_chat_template)
-        n = len(prompt.ids)
-        if n == 0:
-            raise BadRequest("prompt", "tokenizes to no tokens")
-        if n >= self.max_context:
-            raise BadRequest("prompt", f"is {n} tokens, longer than the model's context of {self.max_context}")
-        if n + params.max_new_tokens > self.max_context:
+        return self._admit(Job(new_run_id(), prompt, params, use_chat_template))
+
+    def prepare_fork(self, parent: Run, position: int, token_id: int, params: GenerationParams) -> Job:
+        """A new run: the parent's tokens before `position`, then `token_id` forced, then sampling."""
+        if not 1 <= position < parent.num_tokens + 1:
+            raise BadRequest("position", f"must be in [1, {parent.num_tokens}], got {position}")
+        if not 0 <= token_id < int(self.lm.config.vocab_size):
+            raise BadRequest("token_id", f"must be in [0, {int(self.lm.config.vocab_size) - 1}], got {token_id}")
+        prompt = Prompt(parent.ids[:position], parent.segments[:position], "", bool(parent.params.get("use_chat_template")))
+        job = Job(new_run_id(), prompt, params, prompt.chat, forced=[token_id], parent=parent, fork_position=position)
+        return self._admit(job)
+
+    def prepare_score(self, text: str, use_chat_template: bool = False, system: str | None = None) -> Job:
+        """Score existing text: teacher-forced statistics for every token, no generation."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        if use_chat_template and not getattr(self.lm.tokenizer, "chat_template", None):
+            raise BadRequest("use_chat_template", "this model's tokenizer has no chat template")
+        prompt = build_prompt(self.lm.tokenizer, messages, use_chat_template, generation_prompt=False)
+        params = GenerationParams(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=0, seed=0)
+        return self._admit(Job(new_run_id(), prompt, params, use_chat_template, kind="score"))
+
+    def _admit(self, job: Job) -> Job:
+        n, new = len(job.prompt.ids), job.params.max_new_tokens
+        field_name = "text" if job.kind == "score" else "prompt"
+        if n == 0 or (job.kind == "score" and n < 2):
+            raise BadRequest(field_name, "tokenizes to too few tokens")
+        if n > self.max_context or (n == self.max_context and new > 0):
+            raise BadRequest(field_name, f"is {n} tokens, longer than the model's context of {self.max_context}")
+        if n + new > self.max_context:
             raise BadRequest(
                 "max_new_tokens",
-                f"prompt ({n} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the context of {self.max_context}",
+                f"prompt ({n} tokens) + max_new_tokens ({new}) exceeds the context of {self.max_context}",
             )
-        need = self.estimate_run_bytes(n + params.max_new_tokens)
+        need = self.estimate_run_bytes(n + new)
         if need > self.config.store_budget_bytes:
             raise PayloadTooLarge(
                 f"max_new_tokens: this run would need about {need >> 20} MiB, over the run store budget of "
@@ -112,7 +154,6 @@ class Engine:
         with self._jobs_lock:
             if len(self.jobs) >= self.config.max_queue:
                 raise Busy(f"generation queue is full ({self.config.max_queue} runs waiting or running); retry shortly")
-            job = Job(new_run_id(), prompt, params, use_chat_template)
             self.jobs[job.id] = job
         return job
 
@@ -131,7 +172,8 @@ class Engine:
                 result = decode(self.lm.model, job.prompt.ids, job.params, self.stop_ids, self.config.max_top_n,
                                 on_step=step, should_stop=job.cancel.is_set,
                                 on_prompt=None if on_prompt is None else lambda rows: on_prompt(
-                                    [self.describe_prompt_token(job, i, row) for i, row in enumerate(rows)]))
+                                    [self.describe_prompt_token(job, i, row) for i, row in enumerate(rows)]),
+                                forced=job.forced)
         except Exception as exc:
             job.status = "failed"
             job.error = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -143,19 +185,31 @@ class Engine:
                 self.jobs.pop(job.id, None)
         t0 = time.perf_counter()
         gen_count = len(result.ids) - result.num_prompt
+        num_prompt = result.num_prompt
+        extra: dict = {}
+        if job.kind == "fork":
+            num_prompt = min(job.fork_position, job.parent.num_prompt)
+            inherit_parent_steps(result, job.parent, num_prompt, job.fork_position)
+            extra = {"parent_id": job.parent.id, "fork_position": job.fork_position, "forced_token_id": job.forced[0]}
+        elif job.kind == "score":
+            result.finish_reason = "scored"
         run = Run(
             id=job.id,
             model_name=self.lm.name,
             params=result.params.as_dict() | {"use_chat_template": job.use_chat_template},
             ids=result.ids,
-            num_prompt=result.num_prompt,
+            num_prompt=num_prompt,
             segments=job.prompt.segments + ["assistant"] * gen_count,
             result=result,
             finish_reason=result.finish_reason,
             timing={},
             attention_budget=self.config.attention_cache_bytes,
             status="cancelled" if result.finish_reason == "cancelled" else "done",
+            kind=job.kind,
+            links=extra,
         )
+        if job.parent is not None:
+            job.parent.children.append(run.id)
         self.store.put(run)
         job.status = "cancelled" if result.finish_reason == "cancelled" else "done"
         run.timing = {
@@ -175,7 +229,10 @@ class Engine:
         if job is not None:
             job.cancel.set()
             return {"run_id": run_id, "cancelled": True, "status": job.status}
-        run = self.store.get(run_id)  # raises 404 for unknown / expired ids
+        try:
+            run = self.store.get(run_id)  # a failed run is fine here: its status says so
+        except (RunNotFound, RunExpired) as exc:
+            raise type(exc)(f"run_id: {exc}") from None
         return {"run_id": run_id, "cancelled": False, "status": run.status}
 
     def describe_step(self, job: Job, pos: int, token_id: int, stats: dict) -> dict:
@@ -196,11 +253,14 @@ class Engine:
             "special": d["special"], "bytes": d["bytes"], "partial": d["partial"], "segment": segment,
         }
 
-    def get_run(self, run_id: str) -> Run:
-        """A finished run from the store; a failed run answers 409."""
-        run = self.store.get(run_id)
+    def get_run(self, run_id: str, field_name: str = "run_id") -> Run:
+        """A finished run from the store; unknown/expired answer 404, a failed run 409 (naming the field)."""
+        try:
+            run = self.store.get(run_id)
+        except (RunNotFound, RunExpired) as exc:
+            raise type(exc)(f"{field_name}: {exc}") from None
         if isinstance(run, FailedRun):
-            raise RunFailed(f"run_id: run {run_id} failed: {run.error}")
+            raise RunFailed(f"{field_name}: run {run_id} failed: {run.error}")
         return run
 
     # ---- serialisation -----------------------------------------------------------
@@ -220,6 +280,11 @@ class Engine:
             "generated_text": self.lm.tokenizer.decode(generated, skip_special_tokens=True),
             "finish_reason": run.finish_reason,
             "status": run.status,
+            "kind": run.kind,
+            "parent_id": run.links.get("parent_id"),
+            "fork_position": run.links.get("fork_position"),
+            "children": list(run.children),
+            **({"score": score_summary(run.result.stats)} if run.kind == "score" else {}),
             "timing": run.timing,
             "num_prompt_tokens": run.num_prompt,
             "num_tokens": run.num_tokens,
@@ -286,6 +351,17 @@ class Engine:
         matrix = pool_matrix(sub, block, pool_mode) if block > 1 else sub
         return {"matrix": matrix, "block": block, "q_start": q0, "k_start": k0,
                 "rows": int(matrix.shape[0]), "cols": int(matrix.shape[1])}
+
+    def diff(self, run_a: Run, run_b: Run) -> dict:
+        with self.lm.lock:
+            result = diff_runs(self.lm.model, run_a, run_b)
+        n = result["aligned_length"]
+        result["run_a"], result["run_b"] = run_a.id, run_b.id
+        result["tokens_a"] = [self.token_dict(run_a, i) for i in range(run_a.num_tokens)]
+        result["tokens_b"] = [self.token_dict(run_b, i) for i in range(run_b.num_tokens)]
+        result["params_a"], result["params_b"] = run_a.params, run_b.params
+        result["same"] = [run_a.ids[i] == run_b.ids[i] for i in range(n)]
+        return result
 
     def hidden_similarity(self, run: Run) -> dict:
         sim = run.similarity()  # (L, T)

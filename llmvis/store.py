@@ -46,8 +46,8 @@ class RunStore:
             run = self._runs.get(run_id)
             if run is None:
                 if run_id in self._expired_set:
-                    raise RunExpired(f"run_id: run expired (evicted from the run store): {run_id}")
-                raise RunNotFound(f"run_id: unknown run_id: {run_id}")
+                    raise RunExpired(f"run expired (evicted from the run store): {run_id[:64]}")
+                raise RunNotFound(f"unknown run id: {run_id[:64]}")
             self._runs.move_to_end(run_id)
             return run
 

@@ -83,14 +83,14 @@ class Prompt:
     chat: bool            # whether the chat template was applied
 
 
-def build_prompt(tokenizer, messages: list[dict], use_chat_template: bool) -> Prompt:
+def build_prompt(tokenizer, messages: list[dict], use_chat_template: bool, generation_prompt: bool = True) -> Prompt:
     """Render messages (with the chat template when asked) and tag each token's segment.
 
     A token is tagged with a message's role when it starts inside that message's content;
     everything else (role headers, special markers, default system text) is "template".
     """
     if use_chat_template:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     else:
         text = "\n".join(m["content"] for m in messages)

@@ -111,6 +111,9 @@ class Run:
     timing: dict
     created: float = field(default_factory=time.time)
     status: str = "done"                                  # done | cancelled
+    kind: str = "generate"                                # generate | fork | score
+    links: dict = field(default_factory=dict)             # fork: parent_id, fork_position, forced_token_id
+    children: list = field(default_factory=list)          # ids of runs forked from this one
     attention_cache: OrderedDict = field(default_factory=OrderedDict)  # layer -> (Hq, T, T) float16, LRU
     attention_budget: int = 512 << 20                     # bytes of attention this run may cache
     similarity_cache: torch.Tensor | None = None          # (L, T)
