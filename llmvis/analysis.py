@@ -188,3 +188,32 @@ def pool_matrix(m: torch.Tensor, block: int, mode: str = "max") -> torch.Tensor:
     counts[:r, :c] = 1
     n = counts.view(rb, block, cb, block).sum(dim=(1, 3))  # (rb, cb)
     return tiles.sum(dim=(1, 3)) / n
+
+
+def causal_attention_rows(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    rows: torch.Tensor,
+    scaling: float,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Only the requested query rows of causal_attention_probs (same mask, softcap and GQA).
+
+    query: (Hq, T, d); key: (Hkv, T, d); rows: (R,) query positions -> (Hq, R, T) out_dtype.
+    Costs Hq x R x T instead of Hq x T x T, for views that need a few rows of every layer.
+    """
+    hq, t, _ = query.shape
+    groups = hq // key.shape[0]
+    rows = rows.to(device=query.device, dtype=torch.long)
+    k = (key.repeat_interleave(groups, dim=0) if groups > 1 else key).float()  # (Hq, T, d)
+    scores = torch.matmul(query[:, rows].float(), k.transpose(1, 2)) * scaling  # (Hq, R, T)
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    keys = torch.arange(t, device=query.device).unsqueeze(0)  # (1, T)
+    masked = keys > rows.unsqueeze(1)  # (R, T) future keys
+    if sliding_window:
+        masked |= keys <= rows.unsqueeze(1) - sliding_window
+    scores.masked_fill_(masked.unsqueeze(0), -math.inf)
+    return torch.softmax(scores, dim=-1).to(out_dtype)

@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from .errors import BadRequest, Busy, LlmvisError
+from .routes_insights import insights_api
 from .validate import parse_bool, parse_messages, parse_sampling, query_int, query_str
 
 log = logging.getLogger("llmvis.app")
@@ -304,6 +305,7 @@ def create_app(engine_obj, config=None) -> Flask:
     app.json.sort_keys = False
     app.extensions["llmvis.engine"] = engine_obj
     app.register_blueprint(api)
+    app.register_blueprint(insights_api)  # logit lens, attention insights, segments
     register_errors(app)
 
     @app.get("/")

@@ -143,6 +143,26 @@ PATHS = {
                           description="1 = let position 0 (an attention sink) shape the components")],
         "responses": _resp({"type": "object"}, 400, 404, 409),
     }},
+    "/api/logit_lens": {"get": {
+        "summary": "Logit lens: each layer's top tokens at each position, the next token's prob/rank, entropy",
+        "parameters": [RUN_ID, _q("top_k", {"type": "integer", "minimum": 1, "maximum": 20, "default": 5})],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/attention_insights": {"get": {
+        "summary": "Per layer and query head: attention entropy, sink share, previous-token share; KV groups",
+        "parameters": [RUN_ID], "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/attention_row": {"get": {
+        "summary": "One query position's attention to earlier tokens in every layer (mean, max or one head)",
+        "parameters": [RUN_ID, _q("position", {"type": "integer", "minimum": 0}, True),
+                       _q("head", {"oneOf": [{"type": "integer", "minimum": 0},
+                                             {"type": "string", "enum": ["mean", "max"]}]})],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/segments": {"get": {
+        "summary": "Chat segments (system, user, assistant, think, template) and attention/entropy per segment",
+        "parameters": [RUN_ID], "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
     "/api/openapi.json": {"get": {"summary": "This document", "parameters": [],
                                   "responses": _resp({"type": "object"})}},
 }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .analysis import aggregate_heads, causal_attention_probs, cosine_consecutive, pca_2d
+from .analysis import aggregate_heads, causal_attention_probs, causal_attention_rows, cosine_consecutive, pca_2d
 from .errors import BadRequest
 from .generation import DecodeResult
 
@@ -37,9 +37,13 @@ def _capture_attention(module, query, key, value, attention_mask, scaling=None, 
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     softcap = kwargs.get("softcap") or getattr(getattr(module, "config", None), "attn_logit_softcapping", None)
     out_dtype = getattr(_capture, "out_dtype", torch.float32)
-    _capture.weights = causal_attention_probs(
-        query[0], key[0], scale, softcap=softcap, sliding_window=window, out_dtype=out_dtype
-    )
+    reducer = getattr(_capture, "reducer", None)
+    if reducer is not None:  # a caller that wants less than the full (Hq, T, T) matrix
+        _capture.weights = reducer(query[0], key[0], scale, softcap, window)
+    else:
+        _capture.weights = causal_attention_probs(
+            query[0], key[0], scale, softcap=softcap, sliding_window=window, out_dtype=out_dtype
+        )
     out = torch.zeros(query.shape[0], query.shape[2], query.shape[1], query.shape[3], dtype=query.dtype, device=query.device)
     return out, None  # (1, T, Hq, d) as the attention functions return
 
@@ -62,6 +66,7 @@ def capture_mode(model):
         model.config._attn_implementation = previous
         _capture.weights = None
         _capture.out_dtype = torch.float32
+        _capture.reducer = None
 
 
 def _rotary_for_layer(base, layer_idx: int, x: torch.Tensor, position_ids: torch.Tensor):
@@ -96,6 +101,35 @@ def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int, out_dtype=to
     return weights.cpu()
 
 
+def layer_attention_reduce(model, hidden_in: torch.Tensor, layer_idx: int, reducer):
+    """Run one layer's attention from its input states and hand (q, k) to `reducer` instead.
+
+    reducer(query (Hq, T, d), key (Hkv, T, d), scaling, softcap, sliding_window) -> anything;
+    its result is returned. Lets a view reduce attention in row chunks (stats, a few rows)
+    without materialising the (Hq, T, T) matrix.
+    """
+    base = model.get_decoder()
+    layer = base.layers[layer_idx]
+    x = hidden_in.unsqueeze(0)  # (1, T, H)
+    position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+    with torch.inference_mode(), capture_mode(model):
+        _capture.reducer = reducer
+        cos_sin = _rotary_for_layer(base, layer_idx, x, position_ids)
+        normed = layer.input_layernorm(x)
+        layer.self_attn(hidden_states=normed, position_embeddings=cos_sin, attention_mask=None, position_ids=position_ids)
+        return _capture.weights
+
+
+def layer_attention_rows(model, hidden_in: torch.Tensor, layer_idx: int, rows, out_dtype=torch.float32) -> torch.Tensor:
+    """Only the given query rows of layer_attention. hidden_in: (T, H), rows: (R,) -> (Hq, R, T) on CPU"""
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+
+    def reducer(q, k, scale, softcap, window):
+        return causal_attention_rows(q, k, rows_t, scale, softcap=softcap, sliding_window=window, out_dtype=out_dtype)
+
+    return layer_attention_reduce(model, hidden_in, layer_idx, reducer).cpu()
+
+
 @dataclass
 class Run:
     """One generation (or scored text) and everything derived from it."""
@@ -117,6 +151,7 @@ class Run:
     attention_cache: OrderedDict = field(default_factory=OrderedDict)  # layer -> (Hq, T, T) float16, LRU
     attention_budget: int = 512 << 20                     # bytes of attention this run may cache
     similarity_cache: torch.Tensor | None = None          # (L, T)
+    view_cache: dict = field(default_factory=dict)        # name -> cached view result with .nbytes (insights)
 
     @property
     def num_tokens(self) -> int:
@@ -131,6 +166,7 @@ class Run:
         """Bytes this run holds, as counted against the run store's budget."""
         total = self.hidden.numel() * self.hidden.element_size() + self.result.stats.nbytes
         total += self._attention_bytes()
+        total += sum(int(getattr(v, "nbytes", 0)) for v in list(self.view_cache.values()))
         total += 64 * len(self.ids)
         return total
 

@@ -1,0 +1,193 @@
+"""Routes for the views inside the layers: logit lens, attention insights, one row, segments.
+
+Thin routes over llmvis.insights. Each view is computed once per run under the model lock,
+cached on the run (run.view_cache, counted in Run.nbytes) and the store re-measures the run.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from flask import Blueprint, current_app, jsonify, request
+
+from .errors import BadRequest
+from .insights import (
+    LENS_TOP_K, SEGMENTS, attention_row_all_layers, attention_stats, kv_groups, logit_lens,
+    segment_spans, think_segments,
+)
+from .validate import query_int, query_str
+
+insights_api = Blueprint("insights_api", __name__, url_prefix="/api")
+MAX_CACHED_ROWS = 16   # query rows of all-layer attention kept per run
+HEAD_METRICS = ("entropy", "entropy_norm", "sink", "prev")
+
+
+def _engine():
+    return current_app.extensions["llmvis.engine"]
+
+
+def _run():
+    return _engine().get_run(query_str(request.args, "run_id"))
+
+
+def _cached(eng, run, key: str, compute):
+    """run.view_cache[key], computed under the model lock the first time; the store re-measures."""
+    hit = run.view_cache.get(key)
+    if hit is not None:
+        return hit, 0.0
+    with eng.lm.lock:
+        hit = run.view_cache.get(key)
+        if hit is not None:
+            return hit, 0.0
+        t0 = time.perf_counter()
+        hit = compute()
+        took = time.perf_counter() - t0
+        run.view_cache[key] = hit
+        rows = [k for k in run.view_cache if k.startswith("row:")]
+        for old in rows[: max(0, len(rows) - MAX_CACHED_ROWS)]:
+            run.view_cache.pop(old, None)
+    eng.store.resize(run)
+    return hit, took
+
+
+def _list(a: np.ndarray, decimals: int = 6):
+    """A float array as nested lists with NaN -> None (JSON has no NaN)."""
+    a = np.round(a.astype(np.float64), decimals)
+    return np.where(np.isnan(a), None, a).tolist()
+
+
+def _ints_or_none(a: np.ndarray):
+    return [None if int(v) < 0 else int(v) for v in a]
+
+
+def run_segments(eng, run) -> list[str]:
+    """The run's segments with <think> blocks tagged (idempotent)."""
+    return think_segments(eng.token_texts(run), list(run.segments))
+
+
+@insights_api.get("/logit_lens")
+def logit_lens_view():
+    """Each layer's prediction at each position: final norm + LM head on that layer's state."""
+    eng = _engine()
+    run = _run()
+    top_k = query_int(request.args, "top_k", default=5, lo=1, hi=LENS_TOP_K)
+    lens, took = _cached(eng, run, "lens", lambda: logit_lens(eng.lm.model, run.hidden, run.ids, LENS_TOP_K))
+    k = min(top_k, lens.top_ids.shape[2])
+    top_ids = lens.top_ids[:, :, :k]  # (L+1, T, k)
+    texts = {str(i): eng.texts.describe(int(i))["text"] for i in np.unique(top_ids).tolist()}
+    mean_ent = lens.entropy.mean(1)  # (L+1,)
+    return jsonify({
+        "num_layers": int(lens.entropy.shape[0]) - 1,
+        "num_tokens": run.num_tokens,
+        "num_prompt_tokens": run.num_prompt,
+        "top_k": k,
+        "tokens": eng.token_texts(run),
+        "next_ids": [int(i) for i in run.ids[1:]] + [None],
+        "chosen_prob": _list(lens.chosen_prob),
+        "chosen_rank": np.where(lens.chosen_rank < 0, None, lens.chosen_rank).tolist(),
+        "entropy": _list(lens.entropy, 4),
+        "mean_entropy": _list(mean_ent, 4),
+        "first_top1": _ints_or_none(lens.first_top1),
+        "settled_top1": _ints_or_none(lens.settled_top1),
+        "top_ids": top_ids.tolist(),
+        "top_probs": _list(lens.top_probs[:, :, :k], 5),
+        "texts": texts,
+        "compute_s": round(took, 4),
+    })
+
+
+def _stats(eng, run):
+    segs = run_segments(eng, run)
+    return _cached(eng, run, "attn_stats",
+                   lambda: attention_stats(eng.lm.model, run.hidden, segs, run.num_prompt))
+
+
+@insights_api.get("/attention_insights")
+def attention_insights():
+    """Per layer and query head: attention entropy, sink share, previous-token share; KV groups."""
+    eng = _engine()
+    run = _run()
+    stats, took = _stats(eng, run)
+    lm = eng.lm
+    return jsonify({
+        "num_layers": int(stats.entropy.shape[0]),
+        "num_heads": int(stats.entropy.shape[1]),
+        "num_kv_heads": int(lm.num_kv_heads),
+        "kv_group": kv_groups(int(stats.entropy.shape[1]), int(lm.num_kv_heads)),
+        "metrics": list(HEAD_METRICS),
+        "entropy": _list(stats.entropy, 5),
+        "entropy_norm": _list(stats.entropy_norm, 5),
+        "sink": _list(stats.sink, 5),
+        "prev": _list(stats.prev, 5),
+        "num_tokens": run.num_tokens,
+        "compute_s": round(took, 4),
+    })
+
+
+def _parse_row_head(raw, num_heads: int):
+    if raw is None or raw in ("", "mean"):
+        return "mean"
+    if raw == "max":
+        return "max"
+    try:
+        head = int(raw, 10)
+    except ValueError:
+        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {raw[:40]!r}") from None
+    if not 0 <= head < num_heads:
+        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {head}")
+    return head
+
+
+@insights_api.get("/attention_row")
+def attention_row():
+    """Which earlier tokens one query position attends to, in every layer (mean, max or one head)."""
+    eng = _engine()
+    run = _run()
+    position = query_int(request.args, "position", lo=0, hi=run.num_tokens - 1)
+    head = _parse_row_head(request.args.get("head"), int(eng.lm.num_heads))
+    row, took = _cached(eng, run, f"row:{position}",
+                        lambda: attention_row_all_layers(eng.lm.model, run.hidden, position))
+    w = row.weights.float()  # (L, Hq, P+1)
+    if isinstance(head, str):
+        matrix = w.mean(1) if head == "mean" else w.amax(1)  # (L, P+1)
+    else:
+        matrix = w[:, head]  # (L, P+1)
+    return jsonify({
+        "position": position,
+        "head": head,
+        "num_layers": int(w.shape[0]),
+        "num_keys": int(w.shape[2]),
+        "tokens": eng.token_texts(run)[: position + 1],
+        "matrix": _list(matrix.numpy(), 5),
+        "compute_s": round(took, 4),
+    })
+
+
+@insights_api.get("/segments")
+def segments():
+    """Chat segments (think blocks included) and how attention and entropy split over them."""
+    eng = _engine()
+    run = _run()
+    segs = run_segments(eng, run)
+    stats, took = _stats(eng, run)
+    ent = run.result.stats.entropy  # (T,) prediction entropy of each token
+    present = [s for s in SEGMENTS if s in segs]
+    counts = {s: segs.count(s) for s in present}
+    token_entropy = {}
+    for s in present:
+        vals = [float(ent[i]) for i, x in enumerate(segs) if x == s and not math.isnan(float(ent[i]))]
+        token_entropy[s] = round(sum(vals) / len(vals), 5) if vals else None
+    idx = {s: SEGMENTS.index(s) for s in present}
+    return jsonify({
+        "segments": segs,
+        "spans": segment_spans(segs),
+        "names": present,
+        "counts": counts,
+        "num_generated_queries": stats.num_gen_queries,
+        "token_entropy": token_entropy,
+        "attention_share": {s: _list(stats.seg_share[:, i], 5) for s, i in idx.items()},
+        "attention_entropy": {s: _list(stats.seg_entropy[:, i], 5) for s, i in idx.items()},
+        "num_layers": int(stats.seg_share.shape[0]),
+        "compute_s": round(took, 4),
+    })
