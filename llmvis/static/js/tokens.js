@@ -7,13 +7,17 @@ const WS_MAP = new Map([
   ['\t', '⇥'],
   ['\r', '␍'],
   ['\u00a0', '⍽'],
-  ['\u200b', '∅'],
   ['\u3000', '□'],
 ]);
+
+// Invisible format characters (zero-width, bidi controls, BOM, soft hyphen): shown as their
+// code point, so hostile text cannot hide content or reorder what the reader sees.
+const INVISIBLE = /^[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]$/u;
 
 /** Is this character shown as a marker rather than as itself? */
 function markerFor(ch) {
   if (WS_MAP.has(ch)) return WS_MAP.get(ch);
+  if (INVISIBLE.test(ch)) return `⟨U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩`;
   const c = ch.codePointAt(0);
   if (c < 0x20) return String.fromCodePoint(0x2400 + c); // ␀..␟ control pictures
   if (c === 0x7f) return '␡';
