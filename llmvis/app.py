@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from .errors import BadRequest, Busy, LlmvisError
+from .routes_history import history_api
 from .routes_insights import insights_api
 from .validate import parse_bool, parse_messages, parse_sampling, query_int, query_str
 
@@ -306,6 +307,7 @@ def create_app(engine_obj, config=None) -> Flask:
     app.extensions["llmvis.engine"] = engine_obj
     app.register_blueprint(api)
     app.register_blueprint(insights_api)  # logit lens, attention insights, segments
+    app.register_blueprint(history_api)  # history, export/share, import (routes_history.py)
     register_errors(app)
 
     @app.get("/")

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_keep import COMMANDS, add_commands, add_history_flags, history_settings, stage_bar
 from .config import ModelConfig, ServerConfig, default_cache_dir
 from .errors import LlmvisError
 
@@ -61,11 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest request body accepted, in KiB (default: %(default)s)")
     serve.add_argument("--threads", type=_positive_int, default=8,
                        help="WSGI worker threads; model work is serialised anyway (default: %(default)s)")
+    add_history_flags(serve)  # --data-dir, --no-history, --history-budget-mb, --max-import-mb
+    add_commands(sub)         # analyze, show (cli_keep.py)
     return parser
 
 
-def cmd_serve(args) -> int:
-    """Load the model, build the app and serve it until interrupted."""
+def cmd_serve(args, on_engine=None) -> int:
+    """Load the model, build the app and serve it until interrupted.
+
+    on_engine(engine) -> URL path, if given, runs before serving (`llmvis show` imports its run).
+    """
     from .app import create_app
     from .models import load_model
     from .service import Engine
@@ -77,19 +83,23 @@ def cmd_serve(args) -> int:
         max_new_tokens=args.max_new_tokens,
         store_budget_bytes=args.store_budget_mb << 20,
         max_body_bytes=args.max_body_kb << 10,
+        **history_settings(args),
     )
     if not 0 < args.port < 65536:
         raise LlmvisError(f"--port must be in 1..65535, got {args.port}")
-    lm = load_model(mcfg)
+    with stage_bar("Loading model", enabled=getattr(args, "progress", False)):
+        lm = load_model(mcfg)
     log.info("loaded %s in %.1f s (%s)", lm.name, lm.load_s, "cache" if lm.from_cache else "converted")
-    app = create_app(Engine(lm, scfg))
+    engine = Engine(lm, scfg)
+    app = create_app(engine)
+    url_path = on_engine(engine) if on_engine is not None else ""
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: the app is reachable from the network and has no authentication", args.host)
     from waitress import serve
 
-    print(f"llmvis: serving {lm.name} at http://{args.host}:{args.port}", flush=True)
+    print(f"llmvis: serving {lm.name} at http://{args.host}:{args.port}{url_path}", flush=True)
     serve(app, host=args.host, port=args.port, threads=args.threads, ident="llmvis",
-          max_request_body_size=scfg.max_body_bytes + 1024)
+          max_request_body_size=max(scfg.max_body_bytes, scfg.max_import_bytes + (64 << 10)) + 1024)
     return 0
 
 
@@ -105,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return cmd_serve(args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
     except LlmvisError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

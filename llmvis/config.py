@@ -34,3 +34,6 @@ class ServerConfig:
     max_queue: int = 4                  # generations waiting or running; more answer 503 + Retry-After
     default_top_n: int = 10             # /api/token_probs default
     max_top_n: int = 100                # alternatives recorded per step and the most top_n may be
+    data_dir: Path | None = None        # run history folder (SQLite + one bundle per run); None = no history
+    history_budget_bytes: int = 1 << 30  # history folder bound; oldest runs are evicted first
+    max_import_bytes: int = 256 << 20   # POST /api/import body cap (bundles hold hidden states)

@@ -161,11 +161,52 @@ PATHS = {
     }},
     "/api/segments": {"get": {
         "summary": "Chat segments (system, user, assistant, think, template) and attention/entropy per segment",
-        "parameters": [RUN_ID], "responses": _resp({"type": "object"}, 400, 404, 409),
+        "parameters": [RUN_ID, _q("attention", {"type": "string", "enum": ["0", "1"], "default": "1"},
+                                  description="0 = segments only, no attention statistics")],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
     }},
     "/api/openapi.json": {"get": {"summary": "This document", "parameters": [],
                                   "responses": _resp({"type": "object"})}},
 }
+
+# ---- keeping runs (routes_history.py) ----------------------------------------------------------
+RUN_ID_PATH = {"name": "run_id", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[0-9a-f]{8,32}$"}, "description": "a run id (hex)"}
+PATHS.update({
+    "/api/history": {"get": {
+        "summary": "Saved runs, newest first (empty with enabled=false when history is off)",
+        "parameters": [_q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+                       _q("offset", {"type": "integer", "minimum": 0, "default": 0})],
+        "responses": _resp({"type": "object"}, 400),
+    }},
+    "/api/history/{run_id}": {
+        "patch": {"summary": "Rename a saved run", "parameters": [RUN_ID_PATH],
+                  "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                      "type": "object", "required": ["title"],
+                      "properties": {"title": {"type": "string", "minLength": 1, "maxLength": 200}}}}}},
+                  "responses": _resp({"type": "object"}, 400, 404)},
+        "delete": {"summary": "Delete a saved run (from the history and from memory)", "parameters": [RUN_ID_PATH],
+                   "responses": _resp({"type": "object"}, 400, 404)},
+    },
+    "/api/runs/{run_id}/export": {"get": {
+        "summary": "The run as one .llmvis bundle (safetensors tensors + JSON metadata)",
+        "parameters": [RUN_ID_PATH],
+        "responses": _resp({"type": "string", "format": "binary"}, 400, 404, 409, ok_type="application/octet-stream"),
+    }},
+    "/api/runs/{run_id}/share": {"get": {
+        "summary": "One self-contained HTML file that shows the run with no server",
+        "parameters": [RUN_ID_PATH, _q("layers", {"type": "string", "pattern": "^[0-9]+(,[0-9]+)*$"},
+                                       description="attention layers to embed (default: first, middle, last; at most 8)")],
+        "responses": _resp({"type": "string"}, 400, 404, 409, ok_type="text/html"),
+    }},
+    "/api/import": {"post": {
+        "summary": "Import a .llmvis bundle (multipart field `file`, or the raw body); own size cap, --max-import-mb",
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": _resp(RUN, 400, 413),
+    }},
+})
 
 
 def spec() -> dict:

@@ -80,6 +80,12 @@ class Engine:
         self.stop_ids = eos_ids(lm.model, lm.tokenizer)
         ctx = lm.context_length or self.config.max_context
         self.max_context = min(self.config.max_context, ctx)
+        self.on_run_stored: list[Callable[[Run], None]] = []       # called with each finished run (history)
+        self.run_loaders: list[Callable[[str], Run | None]] = []   # asked for ids the store lacks (history)
+        self.history = None                                        # llmvis.history.History when runs persist
+        if self.config.data_dir is not None:
+            from .library import attach_history
+            attach_history(self)
 
     # ---- info --------------------------------------------------------------------
     def model_info(self) -> dict:
@@ -217,6 +223,8 @@ class Engine:
             "tokens_per_s": gen_count / result.generate_s if result.generate_s > 0 else None,
             "analysis_s": time.perf_counter() - t0,
         }
+        for hook in self.on_run_stored:
+            hook(run)
         return run
 
     def generate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Run:
@@ -258,7 +266,10 @@ class Engine:
         try:
             run = self.store.get(run_id)
         except (RunNotFound, RunExpired) as exc:
-            raise type(exc)(f"{field_name}: {exc}") from None
+            run = next((r for r in (load(run_id) for load in self.run_loaders) if r is not None), None)
+            if run is None:
+                raise type(exc)(f"{field_name}: {exc}") from None
+            self.store.put(run)
         if isinstance(run, FailedRun):
             raise RunFailed(f"{field_name}: run {run_id} failed: {run.error}")
         return run

@@ -51,6 +51,12 @@ class RunStore:
             self._runs.move_to_end(run_id)
             return run
 
+    def remove(self, run_id: str) -> None:
+        """Forget a run (deleted by the user); a later get answers 'unknown run_id'."""
+        with self._lock:
+            self._runs.pop(run_id, None)
+            self._sizes.pop(run_id, None)
+
     def resize(self, run) -> None:
         """Re-measure a run after it grew, then evict others if over budget."""
         with self._lock:

@@ -1,0 +1,195 @@
+"""The Python API: `llmvis.trace(...)`, `llmvis.load(path)` and the Trace object they return.
+
+It runs on the same Engine as the server (same validation, decode loop, views and bundle
+format); a model is loaded once per (model, device, dtype) and kept for the process, so
+repeated calls in a notebook are fast.
+
+    import llmvis
+    run = llmvis.trace("Why is the sky blue?", temperature=0, max_new_tokens=32)
+    run.tokens[5]["prob"], run.attention(layer=3, head="mean"), run.token_probs(10)
+    run.save("sky.llmvis"); again = llmvis.load("sky.llmvis")
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+from .errors import LlmvisError
+
+_ENGINES: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+MAX_NEW_TOKENS = 8192  # the API's own cap; the model's context bounds it further
+
+
+def engine_for(model: str = "default", device: str = "auto", dtype: str = "auto"):
+    """The Engine for a model spec, loaded on first use and cached for the process."""
+    from .config import ModelConfig, ServerConfig
+    from .models import load_model
+    from .service import Engine
+
+    key = (str(model), device, dtype)
+    with _LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            lm = load_model(ModelConfig(model=str(model), device=device, dtype=dtype))
+            eng = Engine(lm, ServerConfig(max_new_tokens=MAX_NEW_TOKENS))  # the model's context still bounds it
+            _ENGINES[key] = eng
+    return eng
+
+
+class Trace:
+    """One traced run: tokens with their statistics, and views computed on demand."""
+
+    def __init__(self, engine, run):
+        self.engine = engine
+        self.run = run
+        self._dict = None
+
+    # ---- data --------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The run exactly as GET /api/run returns it."""
+        if self._dict is None:
+            self._dict = self.engine.run_dict(self.run)
+        return self._dict
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def tokens(self) -> list[dict]:
+        """One dict per position: position, id, text, source, prob, rank, entropy, sample_prob, ..."""
+        return self.to_dict()["tokens"]
+
+    @property
+    def text(self) -> str:
+        """The generated text."""
+        return self.to_dict()["generated_text"]
+
+    @property
+    def params(self) -> dict:
+        return dict(self.run.params)
+
+    @property
+    def finish_reason(self) -> str:
+        return self.run.finish_reason
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return self.run.num_prompt
+
+    @property
+    def hidden_states(self):
+        """(num_layers + 1, num_tokens, hidden_size) tensor; index 0 is the embedding output."""
+        return self.run.hidden
+
+    # ---- views -------------------------------------------------------------------
+    def attention(self, layer: int, head: int | str = "mean"):
+        """(T, T) numpy array: attention of `layer` for one query head, or `mean` / `max` over heads."""
+        return self.engine.attention(self.run, int(layer), head).float().numpy()
+
+    def token_probs(self, position: int, top_n: int = 10) -> dict:
+        """What the model considered at `position`: entropy, cut_mass and the top_n candidates."""
+        if not 1 <= int(top_n) <= self.engine.config.max_top_n:
+            from .errors import BadRequest
+
+            raise BadRequest("top_n", f"must be in [1, {self.engine.config.max_top_n}], got {top_n}")
+        return self.engine.token_probs(self.run, int(position), int(top_n))
+
+    def hidden_similarity(self) -> dict:
+        return self.engine.hidden_similarity(self.run)
+
+    def projection(self, layer: int | None = None) -> dict:
+        layer = self.engine.lm.num_layers if layer is None else int(layer)
+        return self.engine.projection(self.run, layer, "pca")
+
+    # ---- files -------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the run as a `.llmvis` bundle (what `llmvis show` and the page's import read)."""
+        from .history import atomic_write
+        from .library import export_bundle
+
+        path = Path(path).expanduser()
+        if not path.parent.is_dir():
+            raise LlmvisError(f"cannot write {path}: folder {path.parent} does not exist")
+        atomic_write(path, export_bundle(self.engine, self.run))
+        return path
+
+    def share_html(self, path, layers: list[int] | None = None) -> Path:
+        """Write the self-contained HTML view of the run."""
+        from .history import atomic_write
+        from .share import share_html
+
+        path = Path(path).expanduser()
+        atomic_write(path, share_html(self.engine, self.run, layers).encode("utf-8"))
+        return path
+
+    def __repr__(self) -> str:
+        gen = self.run.num_tokens - self.run.num_prompt
+        return f"<llmvis.Trace {self.run.id}: {self.run.num_prompt} prompt + {gen} generated tokens, {self.run.model_name}>"
+
+
+def parse_request(prompt=None, **fields):
+    """(messages, GenerationParams, use_chat_template) validated exactly as POST /api/generate's body."""
+    from .validate import parse_bool, parse_messages, parse_sampling
+
+    body = {"prompt": prompt, **fields}
+    return parse_messages(body), parse_sampling(body, MAX_NEW_TOKENS), parse_bool(body, "use_chat_template", None)
+
+
+def trace(prompt: str | None = None, model: str = "default", *, messages: list[dict] | None = None,
+          system: str | None = None, temperature: float = 0.7, top_k: int = 50, top_p: float = 0.95,
+          max_new_tokens: int = 128, seed: int | None = None, use_chat_template: bool | None = None,
+          device: str = "auto", dtype: str = "auto",
+          on_token: Callable[[dict], None] | None = None) -> Trace:
+    """Generate from `prompt` (or `messages`) and trace everything, as POST /api/generate does.
+
+    Arguments are validated exactly like the API's fields (bad values raise llmvis.errors.BadRequest
+    naming the field). `on_token(token_dict)` is called for each generated token.
+    """
+    msgs, params, template = parse_request(prompt, messages=messages, system=system, temperature=temperature,
+                                           top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                                           use_chat_template=use_chat_template)  # before the (slow) model load
+    eng = engine_for(model, device, dtype)
+    run = eng.execute(eng.prepare(msgs, params, template), on_token=on_token)
+    return Trace(eng, run)
+
+
+def read_bundle_file(path) -> bytes:
+    """The bytes of a bundle file, or LlmvisError with one line (missing, a folder, unreadable)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LlmvisError(f"no such file: {path}")
+    if not path.is_file():
+        raise LlmvisError(f"not a file: {path}")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LlmvisError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def bundle_model(meta: dict, model: str | None) -> str:
+    """The --model spec to open a bundle with: the given one, else the one it was made with."""
+    if model:
+        return model
+    spec = meta.get("model_spec")
+    if spec == "default":
+        return spec
+    if isinstance(spec, str) and spec and Path(spec).exists():
+        return spec
+    name = (meta.get("model") or {}).get("name") if isinstance(meta.get("model"), dict) else None
+    raise LlmvisError(f"the bundle was made with model {name or spec!r}, which is not available here; "
+                      "pass model=/path/to/it (CLI: --model)")
+
+
+def load(path, model: str | None = None, device: str = "auto", dtype: str = "auto") -> Trace:
+    """Open a `.llmvis` bundle. The model it was made with is loaded (or `model`, if given)."""
+    from .bundle import bundle_header, read_bundle
+
+    data = read_bundle_file(path)
+    meta = bundle_header(data)
+    eng = engine_for(bundle_model(meta, model), device, dtype)
+    run, _ = read_bundle(data, eng.model_info(), attention_budget=eng.config.attention_cache_bytes, dtype=eng.lm.dtype)
+    eng.store.put(run)
+    return Trace(eng, run)

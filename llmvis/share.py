@@ -1,0 +1,125 @@
+"""The "share" export: one self-contained HTML file that shows a run with no server.
+
+The file inlines ECharts (from node_modules, as the page serves it), a small viewer script and
+its CSS. The run's data sits in a `<script type="application/json">` block, with `<`, `>` and `&`
+escaped as \\u003c, \\u003e, \\u0026 so that no token text (say `</script>`) can end the block;
+the viewer reads it with JSON.parse. Nothing is ever spliced into executable script text.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+from .errors import BadRequest, LlmvisError
+
+HERE = Path(__file__).resolve().parent
+SHARE_DIR = HERE / "static" / "share"
+MAX_SHARE_LAYERS = 8
+ATTENTION_POOL = 256    # attention matrices larger than this are max-pooled to this many rows/cols
+CANDIDATES = 10         # alternatives kept per position
+SCALE = 10_000          # attention weights are stored as integers in 1/SCALE units
+
+_SCRIPT_END = re.compile(r"</(script)", re.IGNORECASE)
+
+
+def json_for_html(data) -> str:
+    """JSON text safe inside <script type="application/json">: no <, > or & survives."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def inline_script(source: str) -> str:
+    """Script text that cannot close its own <script> element early."""
+    return _SCRIPT_END.sub(r"<\\/\1", source)
+
+
+def parse_layers(raw: str | None, num_layers: int) -> list[int]:
+    """`layers` query value: comma-separated layer indices; default first, middle and last."""
+    if raw is None or raw == "":
+        return sorted({0, num_layers // 2, num_layers - 1})
+    out = []
+    for part in raw.split(","):
+        try:
+            layer = int(part.strip(), 10)
+        except ValueError:
+            raise BadRequest("layers", f"must be comma-separated integers in [0, {num_layers - 1}], got {raw[:40]!r}") from None
+        if not 0 <= layer < num_layers:
+            raise BadRequest("layers", f"must be in [0, {num_layers - 1}], got {layer}")
+        out.append(layer)
+    out = sorted(set(out))
+    if len(out) > MAX_SHARE_LAYERS:
+        raise BadRequest("layers", f"at most {MAX_SHARE_LAYERS} layers, got {len(out)}")
+    return out
+
+
+def share_data(engine, run, layers: list[int], title: str) -> dict:
+    """Everything the viewer shows, as plain JSON-able data."""
+    import torch
+
+    tokens = [engine.token_dict(run, i) for i in range(run.num_tokens)]
+    stats = run.result.stats
+    k = min(CANDIDATES, stats.top_ids.shape[1])
+    candidates = [None]
+    for pos in range(1, run.num_tokens):
+        row = []
+        for j in range(k):
+            tid = int(stats.top_ids[pos, j])
+            if tid < 0:
+                break
+            row.append({"text": engine.texts.describe(tid)["text"], "prob": round(float(stats.top_probs[pos, j]), 6)})
+        candidates.append(row)
+    attention = []
+    for layer in layers:
+        view = engine.attention_view(run, layer, "mean", None, ATTENTION_POOL, "max")
+        matrix = (view["matrix"].float() * SCALE).round().to(dtype=torch.int32)  # (rows, cols)
+        attention.append({"layer": layer, "block": view["block"], "rows": view["rows"], "cols": view["cols"],
+                          "matrix": matrix.tolist()})
+    return {
+        "title": title,
+        "run_id": run.id,
+        "model": engine.model_info(),
+        "params": run.params,
+        "finish_reason": run.finish_reason,
+        "num_prompt_tokens": run.num_prompt,
+        "generated_text": engine.lm.tokenizer.decode(run.ids[run.num_prompt:], skip_special_tokens=True),
+        "tokens": [{key: t.get(key) for key in ("position", "text", "source", "prob", "rank", "entropy",
+                                                 "sample_prob", "segment", "special")} for t in tokens],
+        "candidates": candidates,
+        "attention": {"scale": SCALE, "layers": attention},
+    }
+
+
+def _echarts_source() -> str:
+    from .app import echarts_path
+
+    path = echarts_path()
+    if path is None:
+        raise LlmvisError("echarts is not installed: run `npm ci` in the project folder")
+    return path.read_text(encoding="utf-8")
+
+
+def share_html(engine, run, layers: list[int] | None = None, title: str | None = None) -> str:
+    """The self-contained HTML document for one run."""
+    from .library import run_title
+
+    title = title or run_title(engine, run)
+    layers = layers if layers is not None else parse_layers(None, engine.lm.num_layers)
+    data = share_data(engine, run, layers, title)
+    css = (SHARE_DIR / "viewer.css").read_text(encoding="utf-8")
+    viewer = (SHARE_DIR / "viewer.js").read_text(encoding="utf-8")
+    css_safe = css.replace("</", "<\\/")  # CSS has no reason to contain "</"; never let it close <style>
+    return "".join([
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
+        "<meta name=\"generator\" content=\"llmvis\">\n",
+        f"<title>{html.escape(title)} · llmvis</title>\n",
+        f"<style>\n{css_safe}\n</style>\n</head>\n<body>\n",
+        "<div id=\"app\" class=\"app\"></div>\n",
+        f"<script type=\"application/json\" id=\"llmvis-data\">{json_for_html(data)}</script>\n",
+        f"<script>\n{inline_script(_echarts_source())}\n</script>\n",
+        f"<script>\n{inline_script(viewer)}\n</script>\n",
+        "</body>\n</html>\n",
+    ])
