@@ -7,6 +7,8 @@ path, size and mtime, so that a second start loads in a second or two.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -195,6 +197,34 @@ def _cache_is_complete(folder: Path) -> bool:
     return meta.get("format") == CACHE_FORMAT and meta.get("size") == weights.stat().st_size
 
 
+@contextlib.contextmanager
+def _shared_gguf_parsing():
+    """Parse a GGUF file once per load instead of three times.
+
+    transformers reads the file separately for the config, the weights and the tokenizer, and
+    rebuilds gguf's tensor-name map once per module; both dominate a cold start. Within this
+    context the reader and the name map are memoised (both are read-only).
+    """
+    import gguf
+
+    original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def shared_reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original_reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = original_reader, original_map
+        readers.clear()
+
+
 def _from_folder(folder: Path, torch_dtype, device: str, device_map: str | None, **extra):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -234,9 +264,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
                     shutil.rmtree(cached, ignore_errors=True)
             if model is None:
                 log.info("converting %s (first start; later starts use the cache)", source.path.name)
-                model, tokenizer = _from_folder(
-                    source.path.parent, torch_dtype, device, cfg.device_map, gguf_file=source.path.name
-                )
+                with _shared_gguf_parsing():
+                    model, tokenizer = _from_folder(
+                        source.path.parent, torch_dtype, device, cfg.device_map, gguf_file=source.path.name
+                    )
                 try:
                     _write_cache(model, tokenizer, cached)
                 except OSError as exc:
