@@ -166,11 +166,14 @@ def attention_row():
 
 @insights_api.get("/segments")
 def segments():
-    """Chat segments (think blocks included) and how attention and entropy split over them."""
+    """Chat segments (think blocks included) and how attention and entropy split over them.
+
+    attention=0 answers the segments alone, without computing every layer's attention.
+    """
     eng = _engine()
     run = _run()
+    with_attention = query_str(request.args, "attention", required=False, default="1", choices=("0", "1")) == "1"
     segs = run_segments(eng, run)
-    stats, took = _stats(eng, run)
     ent = run.result.stats.entropy  # (T,) prediction entropy of each token
     present = [s for s in SEGMENTS if s in segs]
     counts = {s: segs.count(s) for s in present}
@@ -178,14 +181,19 @@ def segments():
     for s in present:
         vals = [float(ent[i]) for i, x in enumerate(segs) if x == s and not math.isnan(float(ent[i]))]
         token_entropy[s] = round(sum(vals) / len(vals), 5) if vals else None
-    idx = {s: SEGMENTS.index(s) for s in present}
-    return jsonify({
+    body = {
         "segments": segs,
         "spans": segment_spans(segs),
         "names": present,
         "counts": counts,
-        "num_generated_queries": stats.num_gen_queries,
+        "num_generated_queries": run.num_tokens - run.num_prompt,
         "token_entropy": token_entropy,
+    }
+    if not with_attention:  # labels only: no attention is computed
+        return jsonify(body)
+    stats, took = _stats(eng, run)
+    idx = {s: SEGMENTS.index(s) for s in present}
+    return jsonify(body | {
         "attention_share": {s: _list(stats.seg_share[:, i], 5) for s, i in idx.items()},
         "attention_entropy": {s: _list(stats.seg_entropy[:, i], 5) for s, i in idx.items()},
         "num_layers": int(stats.seg_share.shape[0]),

@@ -167,3 +167,16 @@ def test_bad_parameters(client, run, assert_error, path, query, field):
 def test_missing_and_unknown_run(client, assert_error, path):
     assert_error(client.get(path), 400, "run_id")
     assert_error(client.get(path, query_string={"run_id": "nope", "position": "1"}), 404, "run_id")
+
+
+def test_segments_without_attention_is_cheap(client, engine):
+    run = client.post("/api/generate", json={"prompt": "Hi", "temperature": 0, "max_new_tokens": 2}).get_json()
+    body = get(client, "/api/segments", run_id=run["run_id"], attention=0)
+    assert body["segments"] == [t["segment"] for t in run["tokens"]]
+    assert "attention_share" not in body
+    assert "attn_stats" not in engine.get_run(run["run_id"]).view_cache  # nothing was computed
+    assert "attention_share" in get(client, "/api/segments", run_id=run["run_id"])
+
+
+def test_segments_attention_flag_is_validated(client, run, assert_error):
+    assert_error(client.get("/api/segments", query_string={"run_id": run["run_id"], "attention": "yes"}), 400, "attention")

@@ -14,8 +14,9 @@ import { buildEntropyOption } from './views/entropy.js';
 import { buildProbsOption, cutMassText } from './views/probs.js';
 import { buildProjectionOption } from './views/projection.js';
 import { buildSimilarityOption } from './views/similarity.js';
+import { createInsights } from './insights.js';
 
-const VIEWS = ['attention', 'probs', 'entropy', 'similarity', 'projection'];
+const VIEWS = ['attention', 'probs', 'entropy', 'similarity', 'projection', 'lens', 'heads'];
 
 /** Is the keyboard focus somewhere that wants arrow keys for itself? */
 function focusWantsArrows(target) {
@@ -59,6 +60,24 @@ function boot() {
     tooltip: $('token-tooltip'),
     i18n,
     onSelect: (pos) => select(pos),
+  });
+  // Layers (logit lens) and Heads tabs, and the segment labels in the conversation.
+  const insights = createInsights({
+    doc,
+    api,
+    t,
+    conversationRoot: $('conversation'),
+    getSelected: () => state.selected,
+    getAttention: () => ({ layer: state.layer, head: state.head }),
+    refresh: () => refreshView(),
+    openHead: (layer, head) => {
+      state.layer = layer;
+      state.head = head;
+      $('layer-select').value = String(layer);
+      $('head-select').value = String(head);
+      state.view = 'attention';
+      refreshView();
+    },
   });
 
   const echarts = globalThis.echarts;
@@ -147,6 +166,7 @@ function boot() {
     const projSel = $('projection-layer-select');
     projSel.replaceChildren(...Array.from({ length: L + 1 }, (_, l) => option(l, l === 0 ? t('layer.embeddings') : t('layer.n', { l }))));
     projSel.value = String(state.projLayer);
+    insights.fillSelects(m);
   };
 
   const updateToolbar = () => {
@@ -197,6 +217,8 @@ function boot() {
       return built;
     },
   };
+
+  Object.assign(loaders, insights.loaders);
 
   const setLoading = (on) => { $('chart').closest('.chart-wrap').classList.toggle('loading', on); };
 
@@ -270,6 +292,7 @@ function boot() {
         fillLayerSelects();
       }
       conversation.render(run);
+      insights.onRun(run);
       renderLegend();
       renderRunSummary();
       controls.showLastSeed(run.params?.seed ?? null);
@@ -339,7 +362,7 @@ function boot() {
       entropy: 'curve',
       similarity: 'layers',
       projection: `L${state.projLayer}`,
-    }[state.view];
+    }[state.view] ?? insights.pngDetail(state.view);
     host.savePNG(`llmvis-${state.view}-${detail}.png`);
   });
 
@@ -356,6 +379,7 @@ function boot() {
 
   if (host) {
     host.on('click', (p) => {
+      if (insights.onChartClick(p, lastBuilt, select)) return;
       if (lastBuilt.view === 'attention' && p.seriesId === 'attention') {
         select(attentionRowToPosition(p.data, lastBuilt.meta));
       } else if (lastBuilt.view === 'similarity' && p.seriesId === 'per-token') {
@@ -394,6 +418,7 @@ function boot() {
     if (state.run) {
       const sel = state.selected;
       conversation.render(state.run);
+      insights.remark();
       if (sel != null) conversation.select(sel, { scroll: false });
     }
     renderSelectionBar();

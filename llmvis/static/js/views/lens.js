@@ -1,0 +1,270 @@
+// Logit lens: every layer's prediction at every position (final norm + LM head on that layer's
+// residual stream). Rows are layers (embeddings at the bottom, the model's output at the top),
+// columns are positions; position p's lens predicts token p+1. Cells are coloured by the actual
+// next token's probability, rank or the prediction's entropy; a marker shows the first layer at
+// which the next token becomes top-1; a side chart shows each layer's mean entropy.
+
+import { MAGMA, VIRIDIS } from '../colors.js';
+import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import { visibleText } from '../tokens.js';
+
+export const LENS_METRICS = Object.freeze(['prob', 'rank', 'entropy']);
+
+/** Column range for the lens: every position, or those that predict generated tokens. Pure. */
+export function lensColumns(numTokens, numPrompt, range) {
+  const start = range === 'generated' ? Math.max(0, Math.min(numTokens - 1, numPrompt - 1)) : 0;
+  return { start, end: numTokens - 1 }; // the last position predicts nothing we can check
+}
+
+/** Value and colour-scale value of one cell for a metric. Pure. */
+export function lensCellValue(data, metric, layer, pos) {
+  if (metric === 'entropy') {
+    const e = data.entropy[layer][pos];
+    return e == null ? null : e;
+  }
+  if (metric === 'rank') {
+    const r = data.chosen_rank[layer][pos];
+    return r == null ? null : Math.log10(r);
+  }
+  return data.chosen_prob[layer][pos];
+}
+
+/** Build the ECharts option. ctx: {t, selected, metric, range, width, height, labels, longLabels}. Pure. */
+export function buildLensOption(data, ctx) {
+  const { t } = ctx;
+  const metric = LENS_METRICS.includes(ctx.metric) ? ctx.metric : 'prob';
+  const L1 = data.num_layers + 1;
+  const n = data.num_tokens;
+  const { start, end } = lensColumns(n, data.num_prompt_tokens, ctx.range);
+  const cols = Math.max(0, end - start);
+  const short = ctx.labels || data.tokens.map((x) => visibleText(x, 12));
+  const long = ctx.longLabels || data.tokens.map((x) => visibleText(x, 32));
+  const topText = (id) => visibleText(data.texts[String(id)] ?? `#${id}`, 10);
+  const layerName = (l) => (l === 0 ? t('lens.embeddings') : l === L1 - 1 ? t('lens.output', { l }) : String(l));
+
+  const cells = [];
+  let vmax = 0;
+  for (let l = 0; l < L1; l += 1) {
+    for (let p = start; p < end; p += 1) {
+      const v = lensCellValue(data, metric, l, p);
+      if (v != null && v > vmax) vmax = v;
+      cells.push([p - start, l, v]);
+    }
+  }
+  const firstTop1 = [];
+  for (let p = start; p < end; p += 1) {
+    const f = data.first_top1[p];
+    if (f != null) firstTop1.push([p - start, f]);
+  }
+
+  const W = ctx.width || 800;
+  const H = ctx.height || 600;
+  const sideW = Math.min(150, Math.max(90, Math.round(W * 0.16)));
+  const left = 74;
+  const top = 28;
+  const bottom = 92;
+  const plotW = Math.max(120, W - left - sideW - 120);
+  const plotH = Math.max(120, H - top - bottom);
+  const cellW = cols ? plotW / cols : plotW;
+  const cellH = plotH / L1;
+  const showText = cellW >= 30 && cellH >= 11;
+
+  const colours = metric === 'entropy' ? VIRIDIS : MAGMA;
+  const visual = metric === 'prob'
+    ? { min: 0, max: 1, inRange: { color: MAGMA }, text: ['p = 1', 'p = 0'] }
+    : metric === 'rank'
+      ? { min: 0, max: Math.max(1, Math.ceil(vmax)), inRange: { color: [...MAGMA].reverse() },
+        text: [`≥ 10^${Math.max(1, Math.ceil(vmax))}`, t('lens.rank1')] }
+      : { min: 0, max: Math.max(1e-6, vmax), inRange: { color: colours }, text: [`${vmax.toFixed(1)} nats`, '0'] };
+
+  const selCol = ctx.selected != null && ctx.selected >= start && ctx.selected < end ? ctx.selected - start : null;
+  const interval = labelInterval(cols, Math.floor(plotW / 13));
+  const series = [
+    {
+      id: 'lens',
+      type: 'heatmap',
+      xAxisIndex: 0,
+      yAxisIndex: 0,
+      data: cells,
+      progressive: 4000,
+      label: {
+        show: showText,
+        fontFamily: MONO,
+        fontSize: 9,
+        color: '#e8ecf2',
+        textBorderColor: 'rgba(0,0,0,0.7)',
+        textBorderWidth: 2,
+        overflow: 'truncate',
+        width: Math.max(10, cellW - 4),
+        formatter: (p) => topText(data.top_ids[p.data[1]][p.data[0] + start][0]),
+      },
+      emphasis: { itemStyle: { borderColor: '#ffffff', borderWidth: 1 } },
+    },
+    {
+      id: 'first-top1',
+      name: t('lens.firstTop1'),
+      type: 'scatter',
+      xAxisIndex: 0,
+      yAxisIndex: 0,
+      data: firstTop1,
+      symbol: 'diamond',
+      symbolSize: Math.max(5, Math.min(11, cellW * 0.45, cellH * 0.8)),
+      itemStyle: { color: 'transparent', borderColor: PALETTE.green, borderWidth: 1.6 },
+      z: 5,
+    },
+    {
+      id: 'mean-entropy',
+      name: t('lens.meanEntropy'),
+      type: 'line',
+      xAxisIndex: 1,
+      yAxisIndex: 1,
+      data: data.mean_entropy.map((v, l) => [v, l]),
+      symbolSize: 4,
+      lineStyle: { color: PALETTE.accent, width: 2 },
+      itemStyle: { color: PALETTE.accent },
+      areaStyle: { color: 'rgba(122,162,247,0.08)' },
+    },
+  ];
+  if (selCol !== null) {
+    series.push({
+      id: 'selected-col',
+      type: 'custom',
+      xAxisIndex: 0,
+      yAxisIndex: 0,
+      silent: true,
+      z: 10,
+      data: [[selCol]],
+      renderItem: (params, api) => {
+        const a = api.coord([api.value(0), 0]);
+        const b = api.coord([api.value(0), L1 - 1]);
+        const [cw, ch] = api.size([1, 1]);
+        return {
+          type: 'rect',
+          shape: { x: a[0] - cw / 2, y: Math.min(a[1], b[1]) - ch / 2, width: cw, height: Math.abs(b[1] - a[1]) + ch },
+          style: { fill: 'rgba(247,118,142,0.06)', stroke: PALETTE.highlight, lineWidth: 1.5 },
+        };
+      },
+    });
+  }
+
+  const tipTop = (l, p) => {
+    const ids = data.top_ids[l][p];
+    const probs = data.top_probs[l][p];
+    return ids.map((id, i) => `<div><span class="ec-k">${i + 1}.</span> <b class="ec-tok">${escapeHtml(visibleText(data.texts[String(id)] ?? `#${id}`, 24))}</b> ${(probs[i] * 100).toFixed(1)}%</div>`).join('');
+  };
+  const option = {
+    animation: false,
+    grid: [
+      { left, top, width: plotW, height: plotH },
+      { left: left + plotW + 70, top, width: sideW - 20, height: plotH },
+    ],
+    tooltip: baseTooltip({
+      trigger: 'item',
+      formatter: (p) => {
+        if (p.seriesId === 'mean-entropy') {
+          const l = p.data[1];
+          return `<div class="ec-tip"><div><span class="ec-k">${escapeHtml(t('lens.layer'))}</span> <b>${escapeHtml(layerName(l))}</b></div>`
+            + `<div><span class="ec-k">${escapeHtml(t('lens.meanEntropy'))}</span> <b>${p.data[0].toFixed(3)}</b> nats</div></div>`;
+        }
+        if (p.seriesId !== 'lens' && p.seriesId !== 'first-top1') return '';
+        const [x, l] = p.data;
+        const pos = x + start;
+        const next = data.next_ids[pos];
+        const prob = data.chosen_prob[l][pos];
+        const rank = data.chosen_rank[l][pos];
+        return `<div class="ec-tip"><div><span class="ec-k">#${pos}</span> <b class="ec-tok">${escapeHtml(long[pos])}</b> → <b class="ec-tok">${escapeHtml(long[pos + 1] ?? '')}</b></div>`
+          + `<div><span class="ec-k">${escapeHtml(t('lens.layer'))}</span> <b>${escapeHtml(layerName(l))}</b></div>`
+          + (next == null ? '' : `<div><span class="ec-k">${escapeHtml(t('lens.nextProb'))}</span> <b>${prob == null ? '—' : `${(prob * 100).toFixed(2)}%`}</b> · ${escapeHtml(t('lens.rank'))} <b>${rank ?? '—'}</b></div>`)
+          + `<div><span class="ec-k">${escapeHtml(t('lens.entropy'))}</span> <b>${data.entropy[l][pos].toFixed(3)}</b> nats</div>`
+          + `<div class="ec-k">${escapeHtml(t('lens.top'))}</div>${tipTop(l, pos)}`
+          + (data.first_top1[pos] != null ? `<div><span class="ec-k">${escapeHtml(t('lens.firstTop1'))}</span> <b>${escapeHtml(layerName(data.first_top1[pos]))}</b></div>` : '')
+          + '</div>';
+      },
+    }),
+    xAxis: [
+      {
+        type: 'category',
+        gridIndex: 0,
+        data: Array.from({ length: cols }, (_, i) => short[i + start]),
+        axisTick: { show: false },
+        axisLine: { show: false },
+        name: t('lens.xName'),
+        nameLocation: 'middle',
+        nameGap: 78,
+        axisLabel: {
+          fontFamily: MONO,
+          fontSize: 10,
+          rotate: 90,
+          interval,
+          color: (_, idx) => (idx === selCol ? PALETTE.highlight : PALETTE.muted),
+        },
+      },
+      {
+        type: 'value',
+        gridIndex: 1,
+        min: 0,
+        name: t('lens.meanEntropy'),
+        nameLocation: 'middle',
+        nameGap: 26,
+        splitNumber: 2,
+        axisLabel: { fontSize: 10 },
+      },
+    ],
+    yAxis: [
+      {
+        type: 'category',
+        gridIndex: 0,
+        data: Array.from({ length: L1 }, (_, l) => layerName(l)),
+        name: t('lens.layer'),
+        nameLocation: 'middle',
+        nameGap: 54,
+        axisTick: { show: false },
+        axisLine: { show: false },
+        axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L1, Math.floor(plotH / 13)) },
+      },
+      {
+        type: 'category',
+        gridIndex: 1,
+        data: Array.from({ length: L1 }, (_, l) => String(l)),
+        boundaryGap: true,
+        axisLabel: { show: false },
+        axisTick: { show: false },
+      },
+    ],
+    visualMap: {
+      type: 'continuous',
+      seriesIndex: 0,
+      dimension: 2,
+      calculable: false,
+      orient: 'horizontal',
+      left: left + plotW + 40,
+      bottom: 18,
+      itemWidth: 10,
+      itemHeight: Math.max(60, sideW - 40),
+      precision: 2,
+      textStyle: { color: PALETTE.muted, fontFamily: FONT, fontSize: 10 },
+      ...visual,
+    },
+    series,
+  };
+  let settledAt = 0;
+  let counted = 0;
+  for (let p = start; p < end; p += 1) {
+    if (data.settled_top1[p] != null) { settledAt += data.settled_top1[p]; counted += 1; }
+  }
+  const caption = t('lens.caption', { n: cols, metric: t(`lens.metric.${metric}`) })
+    + (counted ? ` · ${t('lens.settled', { l: (settledAt / counted).toFixed(1) })}` : '');
+  return {
+    option,
+    caption,
+    meta: {
+      metric, layers: L1, columns: cols, start, cells: cells.length, 'first-top1': firstTop1.length, labels: showText ? 1 : 0,
+      plot: `${left},${top},${Math.round(plotW)},${Math.round(plotH)}`,
+    },
+  };
+}
+
+/** Map a clicked lens cell back to a position. */
+export function lensCellToPosition(cell, meta) {
+  return (meta.start || 0) + cell[0];
+}
