@@ -58,7 +58,8 @@ def server():
     port = _free_port()
     logdir = Path(tempfile.mkdtemp(prefix="llmvis-browser-"))
     out_path, err_path = logdir / "stdout.log", logdir / "stderr.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "LLMVIS_DATA_DIR": str(logdir / "data")}  # run history in a temp folder, never the user's
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmvis", "serve", "--port", str(port)],
