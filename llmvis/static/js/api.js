@@ -70,6 +70,13 @@ export function createApi({ base = '', cacheSize = 64 } = {}) {
 
   return {
     clearCache: () => cache.clear(),
+    // Interactive generation (fork, diff, score, cancel). A run is fetched uncached: its
+    // `children` grow as it is forked.
+    run: (runId, opts) => request(`${base}/api/run${queryString({ run_id: runId })}`, opts),
+    fork: (payload, opts) => postJSON('/api/fork', payload, opts),
+    score: (payload, opts) => postJSON('/api/score', payload, opts),
+    cancel: (runId, opts) => postJSON('/api/cancel', { run_id: runId }, opts),
+    diff: (runA, runB, opts) => getJSON('/api/diff', { run_a: runA, run_b: runB }, opts),
     model: (opts) => getJSON('/api/model', {}, opts),
     generate: (payload, opts) => postJSON('/api/generate', payload, opts),
     tokenProbs: (runId, position, topN, opts) =>

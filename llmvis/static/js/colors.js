@@ -64,7 +64,28 @@ export function cssGradient(stops, direction = 'to right') {
   return `linear-gradient(${direction}, ${stops.join(', ')})`;
 }
 
-export const METRICS = Object.freeze(['prob', 'entropy', 'rank']);
+export const METRICS = Object.freeze(['prob', 'entropy', 'rank', 'gltr']);
+
+/** GLTR's four rank buckets and colours (Gehrmann et al., 2019): top 10, 100, 1000, beyond. */
+export const GLTR_BUCKETS = Object.freeze([
+  { key: 'top10', max: 10, colour: '#adff80' },
+  { key: 'top100', max: 100, colour: '#ffea80' },
+  { key: 'top1000', max: 1000, colour: '#ff9280' },
+  { key: 'beyond', max: Infinity, colour: '#e5b0ff' },
+]);
+
+/** Index of the GLTR bucket of a rank (0..3), or null without a rank. Pure. */
+export function gltrBucket(rank) {
+  if (rank == null || !Number.isFinite(rank)) return null;
+  return GLTR_BUCKETS.findIndex((b) => rank <= b.max);
+}
+
+/** Hard-stop CSS gradient showing the four GLTR colours (for the legend bar). */
+export function gltrGradient(direction = 'to right') {
+  const n = GLTR_BUCKETS.length;
+  const stops = GLTR_BUCKETS.map((b, i) => `${b.colour} ${(100 * i) / n}% ${(100 * (i + 1)) / n}%`);
+  return `linear-gradient(${direction}, ${stops.join(', ')})`;
+}
 
 /**
  * Map a token's metric to t in [0, 1], where 1 is "interesting" (surprising, uncertain,
@@ -80,6 +101,10 @@ export function metricT(token, metric, domain) {
   if (metric === 'rank') {
     if (token.rank == null) return null;
     return Math.min(1, Math.log10(token.rank) / Math.log10(domain.rankMax));
+  }
+  if (metric === 'gltr') {
+    const b = gltrBucket(token.rank);
+    return b === null ? null : b / (GLTR_BUCKETS.length - 1);
   }
   return null;
 }

@@ -1,7 +1,7 @@
 // The centre panel: every token as a chip. All token text is set with textContent.
 
 import {
-  CHIP_MAP, cssGradient, metricDomain, metricT, mixHex, sampleMap, textOn,
+  CHIP_MAP, GLTR_BUCKETS, cssGradient, gltrBucket, gltrGradient, metricDomain, metricT, mixHex, sampleMap, textOn,
 } from './colors.js';
 
 const PANEL_BG = '#161b22';
@@ -63,6 +63,7 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
   let metric = 'prob';
   let domain = { entropyMax: 1, rankMax: 10 };
   let selected = null;
+  let runKind = 'generate';
   const { t } = i18n;
 
   const colourChip = (chip, token) => {
@@ -74,9 +75,10 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
       return;
     }
     chip.classList.remove('no-stat');
-    // Prompt chips are drawn half-way to the panel colour so generated tokens stand out.
-    const pure = sampleMap(CHIP_MAP, v);
-    const bg = token.source === 'generated' ? pure : mixHex(pure, PANEL_BG, 0.45);
+    // Prompt chips are drawn half-way to the panel colour so generated tokens stand out
+    // (scored text is all "prompt" and drawn in full). GLTR colours its four rank buckets.
+    const pure = metric === 'gltr' ? GLTR_BUCKETS[gltrBucket(token.rank)].colour : sampleMap(CHIP_MAP, v);
+    const bg = token.source === 'generated' || runKind === 'score' ? pure : mixHex(pure, PANEL_BG, 0.45);
     chip.style.setProperty('--chip-bg', bg);
     chip.style.setProperty('--chip-fg', textOn(bg));
   };
@@ -87,6 +89,7 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
 
   const render = (run) => {
     tokens = run.tokens;
+    runKind = run.kind || 'generate';
     domain = metricDomain(tokens);
     chips = new Array(tokens.length);
     groupTextOf = new Map();
@@ -151,6 +154,7 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
     const gradient = cssGradient(CHIP_MAP);
     if (metric === 'prob') return { gradient, lo: `p=1 ${t('legend.prob.lo')}`, hi: `p=0 ${t('legend.prob.hi')}` };
     if (metric === 'entropy') return { gradient, lo: t('legend.entropy.lo'), hi: `≥ ${domain.entropyMax}` };
+    if (metric === 'gltr') return { gradient: gltrGradient(), lo: t('legend.gltr.lo'), hi: t('legend.gltr.hi') };
     return { gradient, lo: t('legend.rank.lo'), hi: `≥ ${domain.rankMax.toLocaleString()}` };
   };
 

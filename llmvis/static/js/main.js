@@ -15,8 +15,10 @@ import { buildProbsOption, cutMassText } from './views/probs.js';
 import { buildProjectionOption } from './views/projection.js';
 import { buildSimilarityOption } from './views/similarity.js';
 import { createInsights } from './insights.js';
+import { createInteractive } from './interactive.js';
+import { createKeeper } from './keep.js';
 
-const VIEWS = ['attention', 'probs', 'entropy', 'similarity', 'projection', 'lens', 'heads'];
+const VIEWS = ['attention', 'probs', 'entropy', 'similarity', 'projection', 'lens', 'heads', 'sampler', 'diff'];
 
 /** Is the keyboard focus somewhere that wants arrow keys for itself? */
 function focusWantsArrows(target) {
@@ -80,6 +82,21 @@ function boot() {
     },
   });
 
+  // Streaming + Stop, sampler view, forks and their tree, run diff, Score text mode.
+  const interactive = createInteractive({
+    doc,
+    api,
+    i18n,
+    controls,
+    conversation,
+    hooks: {
+      getRun: () => state.run,
+      showRun: (run, opts) => showRun(run, opts),
+      setView: (view) => { state.view = view; refreshView(); },
+      refreshView: () => refreshView(),
+    },
+  });
+
   const echarts = globalThis.echarts;
   if (!echarts) {
     controls.showError(t('err.noEcharts'));
@@ -89,6 +106,22 @@ function boot() {
     overlay: $('chart-overlay'),
     overlayText: $('chart-overlay-text'),
   }) : null;
+
+  // History list, import/export/share-HTML, SVG export and ?run=<id> (keep.js).
+  const keeper = createKeeper({
+    doc,
+    win: window,
+    i18n,
+    echarts,
+    hooks: {
+      getRun: () => state.run,
+      showRun: (run) => showRun(run),
+      chart: () => host?.chart ?? null,
+      view: () => state.view,
+      showError: (msg) => controls.showError(msg),
+      clearError: () => controls.clearError(),
+    },
+  });
 
   // ---------- small renderers ----------
   const renderLegend = () => {
@@ -139,6 +172,8 @@ function boot() {
     const el = $('run-summary');
     const run = state.run;
     if (!run) { el.textContent = ''; return; }
+    const special = interactive.summary(run);
+    if (special) { el.textContent = special; return; }
     const nGen = run.tokens.filter((x) => x.source === 'generated').length;
     const tps = run.timing?.tokens_per_s;
     el.textContent = t('run.summary', {
@@ -170,7 +205,7 @@ function boot() {
   };
 
   const updateToolbar = () => {
-    for (const g of doc.querySelectorAll('.tool-group')) g.hidden = g.dataset.for !== state.view;
+    for (const g of doc.querySelectorAll('.tool-group, .view-extra')) g.hidden = g.dataset.for !== state.view;
     for (const tab of doc.querySelectorAll('.tab')) {
       const active = tab.dataset.view === state.view;
       tab.classList.toggle('active', active);
@@ -219,6 +254,7 @@ function boot() {
   };
 
   Object.assign(loaders, insights.loaders);
+  Object.assign(loaders, interactive.loaders);
 
   const setLoading = (on) => { $('chart').closest('.chart-wrap').classList.toggle('loading', on); };
 
@@ -229,7 +265,7 @@ function boot() {
     if (!host) return;
     const run = state.run;
     if (!run) {
-      host.showMessage(t('view.empty'), view);
+      host.showMessage(t(interactive.streaming ? 'stream.viewsWait' : 'view.empty'), view);
       $('view-caption').textContent = '';
       return;
     }
@@ -272,6 +308,31 @@ function boot() {
   }
 
   // ---------- generation ----------
+  /** Show a finished run: chips, summary, views. opts.select: the position to select. */
+  function showRun(run, opts = {}) {
+    api.clearCache();
+    state.run = run;
+    state.selected = null;
+    runLabels = { short: tokenLabels(run.tokens, 12), long: tokenLabels(run.tokens, 32) };
+    if (run.model && !state.model) {
+      state.model = run.model;
+      state.projLayer = Math.round(run.model.num_layers / 2);
+      fillLayerSelects();
+    }
+    conversation.render(run);
+    insights.onRun(run);
+    interactive.onRun(run);
+    keeper.onRun(run);
+    renderLegend();
+    renderRunSummary();
+    controls.showLastSeed(run.kind === 'score' ? null : (run.params?.seed ?? null));
+    $('conversation').dataset.runId = run.run_id;
+    const firstGen = run.tokens.findIndex((x) => x.source === 'generated');
+    state.selected = null;
+    select(opts.select ?? (firstGen >= 0 ? firstGen : run.tokens.length - 1), { scroll: opts.select != null });
+    if (state.selected == null) refreshView();
+  }
+
   async function generate() {
     controls.clearError();
     const { payload, error } = controls.read();
@@ -281,26 +342,17 @@ function boot() {
     }
     controls.setBusy(true);
     try {
-      const run = await api.generate(payload);
-      api.clearCache();
-      state.run = run;
-      state.selected = null;
-      runLabels = { short: tokenLabels(run.tokens, 12), long: tokenLabels(run.tokens, 32) };
-      if (run.model && !state.model) {
-        state.model = run.model;
-        state.projLayer = Math.round(run.model.num_layers / 2);
-        fillLayerSelects();
-      }
-      conversation.render(run);
-      insights.onRun(run);
-      renderLegend();
-      renderRunSummary();
-      controls.showLastSeed(run.params?.seed ?? null);
-      $('conversation').dataset.runId = run.run_id;
-      const firstGen = run.tokens.findIndex((x) => x.source === 'generated');
-      state.selected = null;
-      select(firstGen >= 0 ? firstGen : run.tokens.length - 1, { scroll: false });
-      if (state.selected == null) refreshView();
+      // Streamed: chips appear token by token; the views fill in from the finished run.
+      const run = await interactive.stream(payload, {
+        onStart: () => {
+          state.run = null;
+          state.selected = null;
+          renderSelectionBar();
+          renderRunSummary();
+          refreshView();
+        },
+      });
+      if (run) showRun(run);
     } catch (err) {
       controls.showError(err.message || String(err));
     } finally {
@@ -362,7 +414,7 @@ function boot() {
       entropy: 'curve',
       similarity: 'layers',
       projection: `L${state.projLayer}`,
-    }[state.view] ?? insights.pngDetail(state.view);
+    }[state.view] ?? insights.pngDetail(state.view) ?? interactive.pngDetail(state.view, state.selected);
     host.savePNG(`llmvis-${state.view}-${detail}.png`);
   });
 
@@ -380,6 +432,7 @@ function boot() {
   if (host) {
     host.on('click', (p) => {
       if (insights.onChartClick(p, lastBuilt, select)) return;
+      if (interactive.chartClick(p, lastBuilt)) return;
       if (lastBuilt.view === 'attention' && p.seriesId === 'attention') {
         select(attentionRowToPosition(p.data, lastBuilt.meta));
       } else if (lastBuilt.view === 'similarity' && p.seriesId === 'per-token') {
@@ -421,6 +474,8 @@ function boot() {
       insights.remark();
       if (sel != null) conversation.select(sel, { scroll: false });
     }
+    interactive.applyLanguage();
+    keeper.applyLanguage();
     renderSelectionBar();
     refreshView();
   };
@@ -438,6 +493,7 @@ function boot() {
     state.projLayer = Math.round(m.num_layers / 2);
     controls.setModel(m);
     fillLayerSelects();
+    keeper.ready();
     doc.body.dataset.ready = 'true';
   }).catch((err) => {
     controls.setModel(null);

@@ -33,6 +33,7 @@ export function buildProbsOption(data, ctx) {
   const plotH = Math.max(100, (ctx.height || 600) - 90);
   const barItem = (value, r, colour) => ({
     value,
+    tokenId: r.id, // clicking a bar forks the run with this token forced (interactive.js)
     itemStyle: {
       color: r.chosen ? PALETTE.highlight : colour,
       borderRadius: [0, 3, 3, 0],
@@ -64,6 +65,7 @@ export function buildProbsOption(data, ctx) {
       barMaxWidth: 14,
       data: rows.map((r) => ({
         value: r.sample_prob ?? 0,
+        tokenId: r.id,
         itemStyle: {
           color: PALETTE.accent2,
           opacity: r.chosen ? 1 : 0.75,
@@ -100,6 +102,7 @@ export function buildProbsOption(data, ctx) {
         const lines = [`<div class="ec-tip"><div><b class="ec-tok">${escapeHtml(candidateLabel(r, 40))}</b> <span class="ec-k">id ${r.id} · rank ${r.rank}</span>${r.chosen ? ` <span class="ec-chosen">${escapeHtml(t('probs.chosen'))}</span>` : ''}</div>`];
         lines.push(`<div><span class="ec-k">${escapeHtml(t('probs.raw'))}</span> <b>${fmtProb(r.prob)}</b></div>`);
         if (!isPrompt) lines.push(`<div><span class="ec-k">${escapeHtml(t('probs.sample'))}</span> <b>${fmtProb(r.sample_prob ?? 0)}</b></div>`);
+        if (!r.chosen) lines.push(`<div class="ec-hint">${escapeHtml(t('fork.hint'))}</div>`);
         return `${lines.join('')}</div>`;
       },
     }),
