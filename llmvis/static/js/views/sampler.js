@@ -174,8 +174,8 @@ export function buildSamplerOption(data, params, ctx) {
       { left: left0, width: gridW, top, bottom },
       { left: left1, width: gridW, top, bottom },
     ],
-    xAxis: [xAxis(0, t('sampler.xRaw')), xAxis(1, t('sampler.xSampling'))],
-    yAxis: [yAxis(0, true), yAxis(1, false)],
+    xAxis: [xAxis(0, t('sampler.xRaw')), { ...xAxis(1, t('sampler.xSampling')), show: stats.sampled }],
+    yAxis: [yAxis(0, true), { ...yAxis(1, false), show: stats.sampled }],
     tooltip: baseTooltip({
       trigger: 'item',
       formatter: (p) => {
@@ -210,7 +210,7 @@ export function buildSamplerOption(data, params, ctx) {
     }];
   }
   const tok = data.token;
-  const caption = t('sampler.caption', {
+  const caption = t(stats.sampled ? 'sampler.caption' : 'sampler.captionForced', {
     pos: data.position,
     tok: ctx.longLabels?.[data.position] ?? visibleText(tok.text, 24),
     cut: data.cut_mass == null ? '—' : fmtPct(data.cut_mass, 1),
