@@ -26,7 +26,7 @@ def test_evicts_least_recently_used_over_budget():
     assert store.total_bytes == 80
     with pytest.raises(RunExpired, match="run expired"):
         store.get("b")
-    with pytest.raises(RunNotFound, match="unknown run_id"):
+    with pytest.raises(RunNotFound, match="unknown run id"):
         store.get("zzz")
 
 
