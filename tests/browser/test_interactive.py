@@ -342,3 +342,33 @@ def test_score_text_shows_perplexity_and_gltr_colours(page: Page, screenshot_dir
     expect(page.get_by_test_id("tab-sampler")).to_have_text("采样器")
     expect(page.get_by_test_id("score-summary")).to_contain_text("困惑度")
     page.get_by_test_id("lang-toggle").click()
+
+
+def test_the_event_stream_parser_handles_split_frames_crlf_and_keep_alives(page: Page):
+    frames = page.evaluate(
+        """async () => {
+            const { createSseParser } = await import('/static/js/stream.js');
+            const p = createSseParser();
+            const out = [];
+            const text = ': keep-alive\\r\\n\\r\\nevent: token\\r\\ndata: {"a":1}\\r\\n\\r\\n'
+              + 'event: done\\ndata: {"b":\\ndata: 2}\\n\\n: tail';
+            for (const ch of text) out.push(...p.feed(ch));  // one character at a time
+            return { out, pending: p.pending };
+        }"""
+    )
+    assert frames["out"] == [{"event": "token", "data": '{"a":1}'}, {"event": "done", "data": '{"b":\n2}'}]
+    assert frames["pending"] == ": tail"
+
+
+def test_ctrl_enter_while_streaming_does_not_start_a_second_run(page: Page):
+    starts: list[str] = []
+    page.on("request", lambda r: starts.append(r.url) if r.url.endswith("/api/generate/stream") else None)
+    fill_form(page, "Write a long poem about rain.", 200)
+    page.get_by_test_id("generate").click()
+    page.wait_for_function(
+        """() => document.querySelectorAll('[data-testid="token"][data-source="generated"]').length >= 1"""
+    )
+    page.get_by_test_id("prompt").press("Control+Enter")
+    page.get_by_test_id("stop").click()
+    run_to_end(page)
+    assert len(starts) == 1, starts

@@ -334,6 +334,7 @@ function boot() {
   }
 
   async function generate() {
+    if (doc.body.dataset.busy === 'true') return; // Ctrl+Enter while a run streams
     controls.clearError();
     const { payload, error } = controls.read();
     if (error) {
