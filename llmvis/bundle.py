@@ -52,7 +52,7 @@ def _json_safe(value) -> bool:
 
 def run_meta(run, model_info: dict, title: str | None = None, model_spec: str | None = None) -> dict:
     """Everything about a run that is not an array, as one JSON-able dict."""
-    from .trace import Run
+    from .runs import Run
 
     fields = {}
     for f in dataclasses.fields(Run):
@@ -161,7 +161,7 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
               attention_budget: int = 512 << 20, dtype: torch.dtype | None = None):
     """A validated Run from bundle metadata and tensors."""
     from .generation import DecodeResult, GenerationParams, StepStats
-    from .trace import Run
+    from .runs import Run
 
     want = {"ids", "hidden", "step_s"} | {f"stats.{n}" for n in StepStats.__dataclass_fields__}
     missing = sorted(want - set(tensors))
@@ -250,7 +250,7 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
 
 
 def new_id() -> str:
-    from .trace import new_run_id
+    from .runs import new_run_id
 
     return new_run_id()
 

@@ -285,7 +285,7 @@ def attention_stats(model, hidden: torch.Tensor, segments: list[str], num_prompt
 
     hidden: (L+1, T, H); the attention of layer l is recomputed from hidden[l] (its input).
     """
-    from .trace import layer_attention_reduce
+    from .runs import layer_attention_reduce
 
     n_layers = int(hidden.shape[0]) - 1
     t = int(hidden.shape[1])
@@ -325,7 +325,7 @@ class RowAttention:
 
 def attention_row_all_layers(model, hidden: torch.Tensor, position: int) -> RowAttention:
     """Query row `position` of every layer's attention, computing only that row's softmax."""
-    from .trace import layer_attention_rows
+    from .runs import layer_attention_rows
 
     rows = [position]
     out = [layer_attention_rows(model, hidden[layer], layer, rows)[:, 0, : position + 1]  # (Hq, P+1)

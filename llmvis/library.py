@@ -133,7 +133,7 @@ def _ids_of(data: bytes) -> list[int]:
 
 
 def _fresh_id() -> str:
-    from .trace import new_run_id
+    from .runs import new_run_id
 
     return new_run_id()
 

@@ -21,7 +21,7 @@ from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
 from .models import LoadedModel
 from .store import RunStore
 from .tokens import Prompt, TokenTexts, build_prompt
-from .trace import Run, float_or_none, new_run_id
+from .runs import Run, float_or_none, new_run_id
 
 log = logging.getLogger("llmvis.service")
 

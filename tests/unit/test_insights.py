@@ -15,7 +15,7 @@ from llmvis.insights import (
     SEGMENTS, HeadStatsAccumulator, LensResult, attention_row_all_layers, attention_stats, first_true,
     kv_groups, lens_stats, logit_lens, segment_spans, think_segments,
 )
-from llmvis.trace import layer_attention, layer_attention_rows
+from llmvis.runs import layer_attention, layer_attention_rows
 
 
 # ---- pure functions, by hand ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from llmvis.generation import GenerationParams, decode
-from llmvis.trace import CAPTURE_KEY, capture_mode, layer_attention
+from llmvis.runs import CAPTURE_KEY, capture_mode, layer_attention
 
 
 def reference(model, ids):

@@ -209,22 +209,3 @@ def new_run_id() -> str:
 def float_or_none(x) -> float | None:
     x = float(x)
     return None if np.isnan(x) else x
-
-
-class _CallableModule(type(contextlib)):
-    """`llmvis.trace(...)` is the Python API's function, but importing this submodule binds the
-    name `llmvis.trace` to the module; calling the module forwards to llmvis.pyapi.trace."""
-
-    def __call__(self, *args, **kwargs):
-        from .pyapi import trace
-
-        return trace(*args, **kwargs)
-
-
-def _make_callable() -> None:
-    import sys
-
-    sys.modules[__name__].__class__ = _CallableModule
-
-
-_make_callable()
