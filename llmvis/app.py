@@ -128,6 +128,8 @@ def fork():
     position = parse_int_field(body, "position")
     token_id = parse_int_field(body, "token_id")
     merged = {k: v for k, v in parent.params.items() if k in ("temperature", "top_k", "top_p", "max_new_tokens")}
+    if not merged.get("max_new_tokens"):  # a scored run generated nothing: use the default length
+        merged.pop("max_new_tokens", None)
     merged.update({k: body[k] for k in ("temperature", "top_k", "top_p", "max_new_tokens", "seed") if k in body})
     params = parse_sampling(merged, eng.config.max_new_tokens)
     run = eng.execute(eng.prepare_fork(parent, position, token_id, params))

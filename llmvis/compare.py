@@ -33,9 +33,9 @@ def dense_sampling(logits: torch.Tensor, params: dict) -> torch.Tensor:
 
 
 def kl(p: torch.Tensor, q: torch.Tensor) -> float:
-    """KL(p || q) in nats, with q floored at KL_FLOOR where p > 0."""
+    """KL(p || q) in nats, with q floored at KL_FLOOR where p > 0; float noise below 0 reads as 0."""
     mask = p > 0
-    return float((p[mask] * (torch.log(p[mask]) - torch.log(q[mask].clamp_min(KL_FLOOR)))).sum())
+    return max(0.0, float((p[mask] * (torch.log(p[mask]) - torch.log(q[mask].clamp_min(KL_FLOOR)))).sum()))
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
