@@ -70,6 +70,13 @@ def generate():
     return jsonify(eng.run_dict(run))
 
 
+@api.post("/estimate")
+def estimate():
+    """Memory a generation with this body would take; nothing is generated."""
+    eng = engine()
+    return jsonify(eng.estimate(*parse_generate_body(eng)))
+
+
 def sse(event: str, data) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 

@@ -78,6 +78,11 @@ PATHS = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},
         "responses": _resp(RUN, 400, 413, 500, 503),
     }},
+    "/api/estimate": {"post": {
+        "summary": "Estimate the memory of a generation with this body (nothing is generated)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},
+        "responses": _resp({"type": "object", "required": ["num_tokens", "run_bytes", "peak_bytes", "fits"]}, 400),
+    }},
     "/api/generate/stream": {"post": {
         "summary": "Generate with Server-Sent Events: start, prompt, token..., done | error",
         "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},

@@ -109,15 +109,41 @@ class Engine:
         stats = num_tokens * (6 * 4 + self.config.max_top_n * 12)
         return hidden + stats
 
-    # ---- generation --------------------------------------------------------------
-    def prepare(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Job:
-        """Validate against the model and the budgets, and admit a job to the queue (or refuse)."""
+    def estimate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> dict:
+        """Memory a generation would take, before running it (the page shows this as you type)."""
+        lm = self.lm
+        prompt = self._build(messages, use_chat_template)[0]
+        n = len(prompt.ids)
+        t = n + params.max_new_tokens
+        head_dim = int(getattr(lm.config, "head_dim", None) or lm.config.hidden_size // lm.num_heads)
+        run = self.estimate_run_bytes(t)
+        kv = 2 * lm.num_layers * lm.num_kv_heads * head_dim * t * lm.dtype.itemsize
+        attention = lm.num_heads * t * t * 2  # one layer's float16 cache
+        budget = self.config.store_budget_bytes
+        fits_context = t <= self.max_context
+        out = {
+            "num_prompt_tokens": n, "num_tokens": t, "run_bytes": run, "kv_cache_bytes": kv,
+            "attention_layer_bytes": attention, "peak_bytes": run + kv + attention + t * t * 4,
+            "store_budget_bytes": budget, "fits": run <= budget and fits_context,
+        }
+        if run > budget:
+            out["message"] = f"needs about {run >> 20} MiB, over the run store budget of {budget >> 20} MiB"
+        elif not fits_context:
+            out["message"] = f"{t} tokens exceed the context of {self.max_context}"
+        return out
+
+    def _build(self, messages: list[dict], use_chat_template: bool | None):
         has_template = bool(getattr(self.lm.tokenizer, "chat_template", None))
         if use_chat_template is None:
             use_chat_template = has_template
         if use_chat_template and not has_template:
             raise BadRequest("use_chat_template", "this model's tokenizer has no chat template")
-        prompt = build_prompt(self.lm.tokenizer, messages, use_chat_template)
+        return build_prompt(self.lm.tokenizer, messages, use_chat_template), use_chat_template
+
+    # ---- generation --------------------------------------------------------------
+    def prepare(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Job:
+        """Validate against the model and the budgets, and admit a job to the queue (or refuse)."""
+        prompt, use_chat_template = self._build(messages, use_chat_template)
         return self._admit(Job(new_run_id(), prompt, params, use_chat_template))
 
     def prepare_fork(self, parent: Run, position: int, token_id: int, params: GenerationParams) -> Job:

@@ -294,3 +294,19 @@ def test_projection_fits_without_the_sink_token(client, greedy_run, assert_error
     assert with_first["explained_variance"][0] > default["explained_variance"][0]
     assert len(default["points"]) == len(greedy_run["tokens"])
     assert_error(client.get(f"/api/embedding_projection?run_id={run_id}&include_first=yes"), 400, "include_first")
+
+
+def test_estimate_matches_the_run_and_flags_budget(client, engine, default_lm, assert_error):
+    body = {"prompt": "Estimate me.", "temperature": 0, "max_new_tokens": 5}
+    est = client.post("/api/estimate", json=body).get_json()
+    run = client.post("/api/generate", json=body).get_json()
+    assert est["num_prompt_tokens"] == run["num_prompt_tokens"] and est["fits"] is True
+    stored = engine.store.get(run["run_id"])
+    if len(run["tokens"]) == est["num_tokens"]:  # ran to max_new_tokens
+        assert abs(stored.nbytes - est["run_bytes"]) / est["run_bytes"] < 0.05
+    assert est["peak_bytes"] > est["run_bytes"] > 0
+    small = Engine(default_lm, ServerConfig(max_new_tokens=2048, store_budget_bytes=16 << 20))
+    c2 = create_app(small).test_client()
+    big = c2.post("/api/estimate", json={"prompt": "x", "max_new_tokens": 2000}).get_json()
+    assert big["fits"] is False and "budget" in big["message"]
+    assert_error(client.post("/api/estimate", json={"prompt": ""}), 400, "prompt")

@@ -79,6 +79,7 @@ export function createApi({ base = '', cacheSize = 64 } = {}) {
     diff: (runA, runB, opts) => getJSON('/api/diff', { run_a: runA, run_b: runB }, opts),
     model: (opts) => getJSON('/api/model', {}, opts),
     generate: (payload, opts) => postJSON('/api/generate', payload, opts),
+    estimate: (payload, opts) => postJSON('/api/estimate', payload, opts),
     tokenProbs: (runId, position, topN, opts) =>
       getJSON('/api/token_probs', { run_id: runId, position, top_n: topN }, opts),
     attention: (runId, layer, head, extra = {}, opts) =>

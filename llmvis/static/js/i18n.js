@@ -28,6 +28,8 @@ const STRINGS = {
     'action.savePng': 'PNG',
     'action.savePngTitle': 'Save this chart as PNG',
     'status.generating': 'Generating…',
+    'estimate.fits': '≈ {run} for {tokens} tokens (peak ≈ {peak}; store budget {budget})',
+    'estimate.over': 'Too large: {message}',
 
     'model.title': 'Model',
     'model.loading': 'Loading…',
@@ -320,6 +322,8 @@ const STRINGS = {
     'action.savePng': 'PNG',
     'action.savePngTitle': '将图表保存为 PNG',
     'status.generating': '正在生成…',
+    'estimate.fits': '约 {run}，共 {tokens} 个词元（峰值约 {peak}；存储预算 {budget}）',
+    'estimate.over': '过大：{message}',
 
     'model.title': '模型',
     'model.loading': '加载中…',

@@ -17,6 +17,7 @@ import { buildSimilarityOption } from './views/similarity.js';
 import { createInsights } from './insights.js';
 import { createInteractive } from './interactive.js';
 import { createKeeper } from './keep.js';
+import { createEstimate } from './estimate.js';
 
 const VIEWS = ['attention', 'probs', 'entropy', 'similarity', 'projection', 'lens', 'heads', 'sampler', 'diff'];
 
@@ -40,6 +41,7 @@ function boot() {
   const { t } = i18n;
   const api = createApi();
   const controls = createControls(doc, { i18n });
+  createEstimate(doc, { api, controls, i18n });
 
   const state = {
     model: null,
