@@ -1,10 +1,34 @@
 """A run store bounded by bytes. Least recently used runs are evicted first."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from collections import OrderedDict, deque
 
 from .errors import RunExpired, RunNotFound
+
+
+def _load_malloc_trim():
+    """glibc's malloc_trim, or None elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by evicted runs back to the OS, so RSS follows the store's budget.
+
+    glibc keeps large freed blocks in its heap after its mmap threshold has grown; without this,
+    RSS stays at the high-water mark of the largest run ever held.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class RunStore:
@@ -65,7 +89,9 @@ class RunStore:
                 self._evict(keep=run.id)
 
     def _evict(self, keep: str) -> None:
+        evicted = False
         while sum(self._sizes.values()) > self.budget and len(self._runs) > 1:
+            evicted = True
             oldest = next(iter(self._runs))
             if oldest == keep:
                 self._runs.move_to_end(oldest)
@@ -76,3 +102,5 @@ class RunStore:
                 self._expired_set.discard(self._expired[0])
             self._expired.append(oldest)
             self._expired_set.add(oldest)
+        if evicted:
+            release_freed_memory()
