@@ -98,9 +98,12 @@ def main() -> None:
                 time.sleep(0.1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=out["chromium"], args=CHROMIUM_ARGS)
+            probe = post(base, "/api/estimate", {"prompt": text_of_tokens(1000), "use_chat_template": False,
+                                                 "max_new_tokens": 1})
+            per_word = probe["num_prompt_tokens"] / 1000  # tokens per word of this text
             for n in args.lengths:
                 t = time.perf_counter()
-                run = post(base, "/api/score", {"text": text_of_tokens(n - 2)})
+                run = post(base, "/api/score", {"text": text_of_tokens(int(n / per_word))})
                 score_s = time.perf_counter() - t
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
                 page.set_default_timeout(300_000)

@@ -78,8 +78,12 @@ def cosine_consecutive(hidden: torch.Tensor) -> torch.Tensor:
 
     hidden: (L+1, T, H) -> (L, T)
     """
-    h = hidden.float()
-    return torch.nn.functional.cosine_similarity(h[:-1], h[1:], dim=-1, eps=1e-8)  # (L, T)
+    n = hidden.shape[0] - 1
+    out = torch.empty(n, hidden.shape[1], dtype=torch.float32)  # (L, T)
+    for layer in range(n):  # one layer pair at a time: temporaries stay (T, H), not (L, T, H)
+        a, b = hidden[layer].float(), hidden[layer + 1].float()  # (T, H)
+        out[layer] = torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).cpu()
+    return out
 
 
 def pca_2d(x: torch.Tensor, fit_start: int = 0) -> tuple[torch.Tensor, list[float]]:
@@ -97,14 +101,20 @@ def pca_2d(x: torch.Tensor, fit_start: int = 0) -> tuple[torch.Tensor, list[floa
     if fit.shape[0] < 2:
         return torch.zeros(n, 2), [0.0, 0.0]
     mean = fit.mean(0, keepdim=True)  # (1, D)
-    _, s, vh = torch.linalg.svd(fit - mean, full_matrices=False)  # s: (min(M,D),), vh: (min(M,D), D)
+    centred = fit - mean  # (M, D)
+    if centred.shape[0] > centred.shape[1]:  # many tokens: eigh of the (D, D) scatter matrix is cheaper
+        evals, evecs = torch.linalg.eigh(centred.T @ centred)  # ascending: (D,), (D, D)
+        var = evals.flip(0).clamp_min(0)  # (D,) = squared singular values
+        vh = evecs.flip(1).T  # (D, D), rows are components
+    else:
+        _, sv, vh = torch.linalg.svd(centred, full_matrices=False)  # sv: (M,), vh: (M, D)
+        var = sv**2
     comps = vh[:2]  # (2, D)
     idx = comps.abs().argmax(1)
     signs = torch.sign(comps[torch.arange(comps.shape[0]), idx])
     signs[signs == 0] = 1
     comps = comps * signs.unsqueeze(1)
     coords = (x - mean) @ comps.T  # (N, 2)
-    var = s**2
     total = float(var.sum().item())
     ratios = [float(v / total) if total > 0 else 0.0 for v in var[:2].tolist()]
     while len(ratios) < 2:
@@ -114,7 +124,7 @@ def pca_2d(x: torch.Tensor, fit_start: int = 0) -> tuple[torch.Tensor, list[floa
     return coords.float(), ratios
 
 
-def aggregate_heads(attn: torch.Tensor, head: int | str, chunk: int = 512) -> torch.Tensor:
+def aggregate_heads(attn: torch.Tensor, head: int | str, chunk: int = 256) -> torch.Tensor:
     """Pick one head or reduce over heads, in float32, a chunk of rows at a time.
 
     attn: (heads, T, T) causal (zero above the diagonal), any float dtype;
@@ -137,7 +147,7 @@ def causal_attention_probs(
     scaling: float,
     softcap: float | None = None,
     sliding_window: int | None = None,
-    chunk: int = 512,
+    chunk: int = 256,
     out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """softmax(q k^T * scaling) with a causal (optionally sliding-window) mask, per query head.
@@ -159,11 +169,13 @@ def causal_attention_probs(
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
         rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)
-        keys = cols[lo:stop].unsqueeze(0)  # (1, stop-lo)
-        masked = keys > rows  # (c, stop-lo) future keys
         if sliding_window:
-            masked |= keys <= rows - sliding_window
-        scores.masked_fill_(masked.unsqueeze(0), -math.inf)
+            keys = cols[lo:stop].unsqueeze(0)  # (1, stop-lo)
+            masked = (keys > rows) | (keys <= rows - sliding_window)  # (c, stop-lo)
+            scores.masked_fill_(masked.unsqueeze(0), -math.inf)
+        else:  # only the diagonal block has future keys; everything left of it is visible
+            diag = cols[start:stop].unsqueeze(0) > rows  # (c, c)
+            scores[:, :, start - lo :].masked_fill_(diag.unsqueeze(0), -math.inf)
         out[:, start:stop, lo:stop] = torch.softmax(scores, dim=-1)
     return out
 

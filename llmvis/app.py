@@ -255,7 +255,7 @@ def attention():
         return resp
     return jsonify(meta | {
         "tokens": eng.token_texts(run),
-        "matrix": torch.round(view["matrix"], decimals=6).tolist(),
+        "matrix": torch.round(view["matrix"].double(), decimals=6).tolist(),  # float64 so the JSON is short
     })
 
 

@@ -404,7 +404,7 @@ class Engine:
         sim = run.similarity()  # (L, T)
         return {
             "per_layer": sim.mean(1).tolist(),
-            "per_token": sim.tolist(),
+            "per_token": torch.round(sim.double(), decimals=5).tolist(),  # 5 decimals: half the JSON, same picture
             "num_layers": int(sim.shape[0]),
             "num_tokens": int(sim.shape[1]),
             "tokens": self.token_texts(run),

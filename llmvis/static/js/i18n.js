@@ -138,6 +138,7 @@ const STRINGS = {
     'similarity.perLayer': 'mean cosine, layer l → l+1',
     'similarity.perToken': 'per token',
     'similarity.layer': 'layer',
+    'similarity.blockMean': 'mean of {k} tokens',
     'similarity.token': 'token',
     'similarity.caption': 'Lowest similarity at layer {l} → {l1} ({v}): the layer that changes the state most',
 
@@ -432,6 +433,7 @@ const STRINGS = {
     'similarity.perLayer': '平均余弦相似度，第 l 层 → 第 l+1 层',
     'similarity.perToken': '逐 token',
     'similarity.layer': '层',
+    'similarity.blockMean': '{k} 个词元的均值',
     'similarity.token': 'token',
     'similarity.caption': '相似度最低处：第 {l} → {l1} 层（{v}），即改变状态最多的一层',
 

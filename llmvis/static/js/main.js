@@ -439,7 +439,7 @@ function boot() {
       if (lastBuilt.view === 'attention' && p.seriesId === 'attention') {
         select(attentionRowToPosition(p.data, lastBuilt.meta));
       } else if (lastBuilt.view === 'similarity' && p.seriesId === 'per-token') {
-        select(p.data[0]);
+        select(p.data[4] ?? p.data[0]);  // first position of the (possibly pooled) column
       } else if (lastBuilt.view === 'projection' && Array.isArray(p.value) && p.value.length >= 3) {
         select(p.value[2]);
       }

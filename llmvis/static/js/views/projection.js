@@ -57,6 +57,8 @@ export function clampPoints(points, win) {
   });
 }
 
+const LARGE = 1500;
+
 /** Build the ECharts option. ctx: {t, run, selected}. Pure. */
 export function buildProjectionOption(data, ctx) {
   const { t } = ctx;
@@ -76,7 +78,10 @@ export function buildProjectionOption(data, ctx) {
     type: 'scatter',
     data: pts.map(datum),
     symbolSize: size,
-    itemStyle: { color: colour, opacity: 0.9, borderColor: 'rgba(0,0,0,0.35)', borderWidth: 0.5 },
+    // thousands of points: ECharts' large mode draws them in one batched path
+    large: n > LARGE,
+    largeThreshold: LARGE,
+    itemStyle: { color: colour, opacity: 0.9, borderColor: 'rgba(0,0,0,0.35)', borderWidth: n > LARGE ? 0 : 0.5 },
     emphasis: { scale: 1.6, label: { show: true } },
     label: {
       show: showLabels,

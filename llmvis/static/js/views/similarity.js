@@ -5,6 +5,8 @@ import { SIMILARITY_MAP } from '../colors.js';
 import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
 import { visibleText } from '../tokens.js';
 
+export const MAX_COLS = 400;
+
 /** The q-quantile of finite values. Pure. */
 export function quantile(values, q) {
   const v = values.filter(Number.isFinite).sort((a, b) => a - b);
@@ -18,9 +20,19 @@ export function buildSimilarityOption(data, ctx) {
   const { t } = ctx;
   const L = data.per_layer.length;
   const n = data.tokens.length;
+  // Long runs: average blocks of tokens into at most MAX_COLS columns (a column narrower than a
+  // pixel shows nothing, and 30 x 4,096 cells would make the chart sluggish).
+  const block = Math.max(1, Math.ceil(n / MAX_COLS));
+  const cols = Math.ceil(n / block);
   const layerLabels = Array.from({ length: L }, (_, l) => `${l}→${l + 1}`);
-  const tokenLabels = ctx.labels || data.tokens.map((x) => visibleText(x, 10));
+  const short = ctx.labels || data.tokens.map((x) => visibleText(x, 10));
   const long = ctx.longLabels || data.tokens.map((x) => visibleText(x, 32));
+  const tokenLabels = Array.from({ length: cols }, (_, c) => (block === 1 ? short[c] : `${c * block}: ${short[c * block]}`));
+  const colRange = (c) => {
+    const a = c * block;
+    const b = Math.min(n, a + block) - 1;
+    return a === b ? `#${a}` : `#${a}–${b}`;
+  };
   const flat = data.per_token.flat().filter(Number.isFinite);
   // Clip the colour scale at the 10th percentile: the first and last layers (and the
   // attention-sink token) change the state far more than the rest and would otherwise wash
@@ -30,11 +42,17 @@ export function buildSimilarityOption(data, ctx) {
   const cells = [];
   for (let l = 0; l < L; l += 1) {
     const row = data.per_token[l];
-    for (let i = 0; i < n; i += 1) {
-      const v = row[i];
-      cells.push([i, l, Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : null, v]);
+    for (let c = 0; c < cols; c += 1) {
+      let sum = 0;
+      let k = 0;
+      for (let i = c * block; i < Math.min(n, (c + 1) * block); i += 1) {
+        if (Number.isFinite(row[i])) { sum += row[i]; k += 1; }
+      }
+      const v = k ? sum / k : null;
+      cells.push([c, l, v === null ? null : Math.min(hi, Math.max(lo, v)), v, c * block]);
     }
   }
+  const selCol = ctx.selected != null && ctx.selected < n ? Math.floor(ctx.selected / block) : null;
   const H = ctx.height || 600;
   const W = ctx.width || 600;
   const topH = Math.round((H - 110) * 0.3);
@@ -71,11 +89,11 @@ export function buildSimilarityOption(data, ctx) {
       xAxisIndex: 1,
       yAxisIndex: 1,
       data: cells,
-      progressive: 4000,
+      progressive: 0,
       emphasis: { itemStyle: { borderColor: '#fff', borderWidth: 1 } },
     },
   ];
-  if (ctx.selected != null && ctx.selected < n) {
+  if (selCol !== null) {
     series.push({
       id: 'selected-col',
       type: 'custom',
@@ -83,7 +101,7 @@ export function buildSimilarityOption(data, ctx) {
       yAxisIndex: 1,
       silent: true,
       z: 10,
-      data: [[ctx.selected]],
+      data: [[selCol]],
       renderItem: (params, api) => {
         const c = api.value(0);
         const a = api.coord([c, 0]);
@@ -115,8 +133,9 @@ export function buildSimilarityOption(data, ctx) {
           return `<div class="ec-tip"><div><span class="ec-k">${escapeHtml(t('similarity.layer'))}</span> <b>${layerLabels[p.dataIndex]}</b></div><div><span class="ec-k">cos</span> <b>${p.value.toFixed(4)}</b></div></div>`;
         }
         if (p.seriesId === 'per-token') {
-          const [i, l, , v] = p.data;
-          return `<div class="ec-tip"><div><span class="ec-k">#${i}</span> <b class="ec-tok">${escapeHtml(long[i])}</b></div><div><span class="ec-k">${escapeHtml(t('similarity.layer'))}</span> <b>${layerLabels[l]}</b></div><div><span class="ec-k">cos</span> <b>${v.toFixed(4)}</b></div></div>`;
+          const [c, l, , v] = p.data;
+          const what = block === 1 ? `<span class="ec-k">#${c}</span> <b class="ec-tok">${escapeHtml(long[c])}</b>` : `<span class="ec-k">${colRange(c)}</span> <b>${escapeHtml(t('similarity.blockMean', { k: block }))}</b>`;
+          return `<div class="ec-tip"><div>${what}</div><div><span class="ec-k">${escapeHtml(t('similarity.layer'))}</span> <b>${layerLabels[l]}</b></div><div><span class="ec-k">cos</span> <b>${v.toFixed(4)}</b></div></div>`;
         }
         return '';
       },
@@ -140,8 +159,8 @@ export function buildSimilarityOption(data, ctx) {
           fontFamily: MONO,
           fontSize: 10,
           rotate: 90,
-          interval: labelInterval(n, Math.floor((W - 150) / 13)),
-          color: (_, idx) => (idx === ctx.selected ? PALETTE.highlight : PALETTE.muted),
+          interval: labelInterval(cols, Math.floor((W - 150) / 13)),
+          color: (_, idx) => (idx === selCol ? PALETTE.highlight : PALETTE.muted),
         },
       },
     ],
@@ -186,5 +205,5 @@ export function buildSimilarityOption(data, ctx) {
     series,
   };
   const caption = t('similarity.caption', { l: worst, l1: worst + 1, v: data.per_layer[worst].toFixed(3) });
-  return { option, caption, meta: { layers: L, tokens: n, cells: cells.length } };
+  return { option, caption, meta: { layers: L, tokens: n, cells: cells.length, block } };
 }
