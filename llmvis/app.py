@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from .errors import BadRequest, Busy, LlmvisError
 from .routes_history import history_api
 from .routes_insights import insights_api
-from .validate import parse_bool, parse_messages, parse_sampling, query_int, query_str
+from .validate import parse_bool, parse_head, parse_messages, parse_sampling, query_int, query_str
 
 log = logging.getLogger("llmvis.app")
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -203,20 +203,6 @@ def parse_int_field(body: dict, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(name, "is required and must be an integer")
     return value
-
-
-def parse_head(raw: str | None, num_heads: int):
-    if raw is None or raw == "" or raw == "mean":
-        return "mean"
-    if raw == "max":
-        return "max"
-    try:
-        head = int(raw, 10)
-    except ValueError:
-        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {raw[:40]!r}") from None
-    if not 0 <= head < num_heads:
-        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {head}")
-    return head
 
 
 @api.get("/attention")

@@ -7,21 +7,11 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_keep import COMMANDS, add_commands, add_history_flags, history_settings, stage_bar
+from .cli_keep import COMMANDS, _positive_int, add_commands, add_history_flags, history_settings, stage_bar
 from .config import ModelConfig, ServerConfig, default_cache_dir
 from .errors import LlmvisError
 
 log = logging.getLogger("llmvis")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

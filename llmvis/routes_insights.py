@@ -16,7 +16,7 @@ from .insights import (
     LENS_TOP_K, SEGMENTS, attention_row_all_layers, attention_stats, kv_groups, logit_lens,
     segment_spans, think_segments,
 )
-from .validate import query_int, query_str
+from .validate import parse_head, query_int, query_str
 
 insights_api = Blueprint("insights_api", __name__, url_prefix="/api")
 MAX_CACHED_ROWS = 16   # query rows of all-layer attention kept per run
@@ -125,27 +125,13 @@ def attention_insights():
     })
 
 
-def _parse_row_head(raw, num_heads: int):
-    if raw is None or raw in ("", "mean"):
-        return "mean"
-    if raw == "max":
-        return "max"
-    try:
-        head = int(raw, 10)
-    except ValueError:
-        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {raw[:40]!r}") from None
-    if not 0 <= head < num_heads:
-        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {head}")
-    return head
-
-
 @insights_api.get("/attention_row")
 def attention_row():
     """Which earlier tokens one query position attends to, in every layer (mean, max or one head)."""
     eng = _engine()
     run = _run()
     position = query_int(request.args, "position", lo=0, hi=run.num_tokens - 1)
-    head = _parse_row_head(request.args.get("head"), int(eng.lm.num_heads))
+    head = parse_head(request.args.get("head"), int(eng.lm.num_heads))
     row, took = _cached(eng, run, f"row:{position}",
                         lambda: attention_row_all_layers(eng.lm.model, run.hidden, position))
     w = row.weights.float()  # (L, Hq, P+1)

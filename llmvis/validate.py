@@ -130,3 +130,18 @@ def query_str(args, name: str, *, required: bool = True, choices=None, default=N
     if choices is not None and raw not in choices:
         raise BadRequest(name, f"must be one of {', '.join(choices)}, got {raw[:40]!r}")
     return raw
+
+
+def parse_head(raw: str | None, num_heads: int):
+    """The `head` query parameter: "mean" (the default), "max" or a query-head index."""
+    if raw is None or raw == "" or raw == "mean":
+        return "mean"
+    if raw == "max":
+        return "max"
+    try:
+        head = int(raw, 10)
+    except ValueError:
+        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {raw[:40]!r}") from None
+    if not 0 <= head < num_heads:
+        raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {head}")
+    return head
