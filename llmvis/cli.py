@@ -77,14 +77,14 @@ def cmd_serve(args, on_engine=None) -> int:
     )
     if not 0 < args.port < 65536:
         raise LlmvisError(f"--port must be in 1..65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):  # said first, before the slow model load
+        log.warning("binding to %s: the app is reachable from the network and has no authentication", args.host)
     with stage_bar("Loading model", enabled=getattr(args, "progress", False)):
         lm = load_model(mcfg)
     log.info("loaded %s in %.1f s (%s)", lm.name, lm.load_s, "cache" if lm.from_cache else "converted")
     engine = Engine(lm, scfg)
     app = create_app(engine)
     url_path = on_engine(engine) if on_engine is not None else ""
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("binding to %s: the app is reachable from the network and has no authentication", args.host)
     from waitress import serve
 
     print(f"llmvis: serving {lm.name} at http://{args.host}:{args.port}{url_path}", flush=True)
