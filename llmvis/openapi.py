@@ -51,7 +51,7 @@ TOKEN = {
         "entropy": {"type": ["number", "null"]}, "sample_prob": {"type": ["number", "null"]},
         "sample_entropy": {"type": ["number", "null"]}, "cut_mass": {"type": ["number", "null"]},
         "special": {"type": "boolean"}, "bytes": {"type": "string"}, "partial": {"type": "boolean"},
-        "segment": {"type": "string", "enum": ["system", "user", "assistant", "template"]},
+        "segment": {"type": "string", "enum": ["system", "user", "assistant", "template", "think"]},
     },
 }
 RUN = {

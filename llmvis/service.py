@@ -16,6 +16,7 @@ import torch
 from .config import ServerConfig
 from .analysis import pool_matrix
 from .compare import diff_runs, score_summary
+from .insights import think_segments
 from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
 from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
 from .models import LoadedModel
@@ -231,7 +232,8 @@ class Engine:
             params=result.params.as_dict() | {"use_chat_template": job.use_chat_template},
             ids=result.ids,
             num_prompt=num_prompt,
-            segments=job.prompt.segments + ["assistant"] * gen_count,
+            segments=think_segments([self.texts.describe(i)["text"] for i in result.ids],
+                                    job.prompt.segments + ["assistant"] * gen_count),
             result=result,
             finish_reason=result.finish_reason,
             timing={},

@@ -310,3 +310,15 @@ def test_estimate_matches_the_run_and_flags_budget(client, engine, default_lm, a
     big = c2.post("/api/estimate", json={"prompt": "x", "max_new_tokens": 2000}).get_json()
     assert big["fits"] is False and "budget" in big["message"]
     assert_error(client.post("/api/estimate", json={"prompt": ""}), 400, "prompt")
+
+
+def test_think_blocks_are_their_own_segment(client):
+    r = client.post("/api/generate", json={
+        "messages": [{"role": "user", "content": "Hi"},
+                     {"role": "assistant", "content": "<think>greet back</think>Hello!"},
+                     {"role": "user", "content": "Again"}],
+        "temperature": 0, "max_new_tokens": 2,
+    }).get_json()
+    think = "".join(t["text"] for t in r["tokens"] if t["segment"] == "think")
+    assert think == "<think>greet back</think>"
+    assert any(t["segment"] == "assistant" and "Hello" in t["text"] for t in r["tokens"])
