@@ -124,21 +124,32 @@ def pca_2d(x: torch.Tensor, fit_start: int = 0) -> tuple[torch.Tensor, list[floa
     return coords.float(), ratios
 
 
-def aggregate_heads(attn: torch.Tensor, head: int | str, chunk: int = 256) -> torch.Tensor:
-    """Pick one head or reduce over heads, in float32, a chunk of rows at a time.
+def _causal_softmax_chunks(query, key, scaling, softcap, sliding_window, chunk):
+    """Yield (start, stop, lo, probs) for query rows [start, stop): probs (Hq, c, stop-lo) float32
+    = softmax(q k^T * scaling) over keys [lo, stop) with the causal / sliding-window mask.
 
-    attn: (heads, T, T) causal (zero above the diagonal), any float dtype;
-    head: an int, "mean" or "max" -> (T, T) float32
+    query: (Hq, T, d); key: (Hkv, T, d), Hq a multiple of Hkv (GQA: each key head serves a group).
+    Keys after `stop` are never computed: they are all masked for these rows.
     """
-    if not isinstance(head, str):
-        return attn[int(head)].float()
-    t = attn.shape[1]
-    out = torch.zeros(attn.shape[1:], dtype=torch.float32, device=attn.device)  # (T, T)
+    hq, t, _ = query.shape
+    groups = hq // key.shape[0]
+    k = (key.repeat_interleave(groups, dim=0) if groups > 1 else key).float()  # (Hq, T, d)
+    cols = torch.arange(t, device=query.device)
     for start in range(0, t, chunk):
         stop = min(t, start + chunk)
-        part = attn[:, start:stop, :stop].float()  # (heads, c, stop); keys after `stop` are 0 (causal)
-        out[start:stop, :stop] = part.mean(0) if head == "mean" else part.amax(0)
-    return out
+        lo = max(0, start - sliding_window + 1) if sliding_window else 0  # first key any row here can see
+        scores = torch.matmul(query[:, start:stop].float(), k[:, lo:stop].transpose(1, 2)) * scaling  # (Hq, c, stop-lo)
+        if softcap:
+            scores = torch.tanh(scores / softcap) * softcap
+        rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)
+        if sliding_window:
+            keys = cols[lo:stop].unsqueeze(0)  # (1, stop-lo)
+            masked = (keys > rows) | (keys <= rows - sliding_window)  # (c, stop-lo)
+            scores.masked_fill_(masked.unsqueeze(0), -math.inf)
+        else:  # only the diagonal block has future keys; everything left of it is visible
+            diag = cols[start:stop].unsqueeze(0) > rows  # (c, c)
+            scores[:, :, start - lo :].masked_fill_(diag.unsqueeze(0), -math.inf)
+        yield start, stop, lo, torch.softmax(scores, dim=-1)
 
 
 def causal_attention_probs(
@@ -156,27 +167,35 @@ def causal_attention_probs(
     Rows are computed in chunks so the float32 score buffer stays at Hq x chunk x T.
     """
     hq, t, _ = query.shape
-    hkv = key.shape[0]
-    groups = hq // hkv
-    k = key.repeat_interleave(groups, dim=0) if groups > 1 else key  # (Hq, T, d)
-    k = k.float()
     out = torch.zeros(hq, t, t, dtype=out_dtype, device=query.device)  # (Hq, T, T); future keys stay 0
-    cols = torch.arange(t, device=query.device)
-    for start in range(0, t, chunk):
-        stop = min(t, start + chunk)
-        lo = max(0, start - sliding_window + 1) if sliding_window else 0  # first key any row here can see
-        scores = torch.matmul(query[:, start:stop].float(), k[:, lo:stop].transpose(1, 2)) * scaling  # (Hq, c, stop-lo)
-        if softcap:
-            scores = torch.tanh(scores / softcap) * softcap
-        rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)
-        if sliding_window:
-            keys = cols[lo:stop].unsqueeze(0)  # (1, stop-lo)
-            masked = (keys > rows) | (keys <= rows - sliding_window)  # (c, stop-lo)
-            scores.masked_fill_(masked.unsqueeze(0), -math.inf)
-        else:  # only the diagonal block has future keys; everything left of it is visible
-            diag = cols[start:stop].unsqueeze(0) > rows  # (c, c)
-            scores[:, :, start - lo :].masked_fill_(diag.unsqueeze(0), -math.inf)
-        out[:, start:stop, lo:stop] = torch.softmax(scores, dim=-1)
+    for start, stop, lo, probs in _causal_softmax_chunks(query, key, scaling, softcap, sliding_window, chunk):
+        out[:, start:stop, lo:stop] = probs
+    return out
+
+
+def causal_attention_view(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    scaling: float,
+    head: int | str,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """One head's attention, or the mean / max over heads, without the (Hq, T, T) tensor.
+
+    query: (Hq, T, d); key: (Hkv, T, d) -> (T, T) float32. A single head computes only that head
+    (with its shared KV head); "mean" and "max" reduce each row chunk over heads as it is made.
+    """
+    if not isinstance(head, str):
+        groups = query.shape[0] // key.shape[0]
+        h = int(head)
+        return causal_attention_probs(query[h : h + 1], key[h // groups : h // groups + 1], scaling,
+                                      softcap, sliding_window, chunk)[0]
+    t = query.shape[1]
+    out = torch.zeros(t, t, dtype=torch.float32, device=query.device)  # (T, T)
+    for start, stop, lo, probs in _causal_softmax_chunks(query, key, scaling, softcap, sliding_window, chunk):
+        out[start:stop, lo:stop] = probs.mean(0) if head == "mean" else probs.amax(0)
     return out
 
 

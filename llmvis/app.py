@@ -5,10 +5,11 @@ import json
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 
 import torch
-from flask import Blueprint, Flask, current_app, jsonify, request, send_file
+from flask import Blueprint, Flask, current_app, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
 from .errors import BadRequest, Busy, LlmvisError
@@ -316,8 +317,14 @@ def create_app(engine_obj, config=None) -> Flask:
             return error_response("echarts is not installed: run `npm ci` in the project folder", 404)
         return send_file(path, mimetype="text/javascript", max_age=3600)
 
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
     @app.after_request
     def security_headers(resp):
+        if "started" in g:  # time spent in the app, visible in the browser's resource timing
+            resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.1f}"
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault(
             "Content-Security-Policy",

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .analysis import aggregate_heads, causal_attention_probs, causal_attention_rows, cosine_consecutive, pca_2d
+from .analysis import causal_attention_probs, causal_attention_rows, causal_attention_view, cosine_consecutive, pca_2d
 from .errors import BadRequest
 from .generation import DecodeResult
 
 CAPTURE_KEY = "llmvis_capture"
-ATTENTION_CACHE_DTYPE = torch.float16  # halves the cache; rows still sum to 1 within 3e-4
 _capture = threading.local()
 
 
@@ -148,7 +147,7 @@ class Run:
     kind: str = "generate"                                # generate | fork | score
     links: dict = field(default_factory=dict)             # fork: parent_id, fork_position, forced_token_id
     children: list = field(default_factory=list)          # ids of runs forked from this one
-    attention_cache: OrderedDict = field(default_factory=OrderedDict)  # layer -> (Hq, T, T) float16, LRU
+    attention_cache: OrderedDict = field(default_factory=OrderedDict)  # (layer, head) -> (T, T) float32, LRU
     attention_budget: int = 512 << 20                     # bytes of attention this run may cache
     similarity_cache: torch.Tensor | None = None          # (L, T)
     view_cache: dict = field(default_factory=dict)        # name -> cached view result with .nbytes (insights)
@@ -175,22 +174,24 @@ class Run:
         if not 0 <= position < self.num_tokens:
             raise BadRequest(field_name, f"must be in [0, {self.num_tokens - 1}], got {position}")
 
-    def attention(self, model, layer: int) -> torch.Tensor:
-        """(Hq, T, T) attention probabilities of `layer`, computed once then cached."""
-        cached = self.attention_cache.get(layer)
+    def attention_matrix(self, model, layer: int, head: int | str) -> torch.Tensor:
+        """(T, T) attention of one head, or the mean / max over heads, of `layer`; cached per
+        (layer, head) within the run's attention budget, least recently viewed dropped first."""
+        key = (layer, head)
+        cached = self.attention_cache.get(key)
         if cached is None:
-            cached = layer_attention(model, self.hidden[layer], layer, out_dtype=ATTENTION_CACHE_DTYPE)
-            self.attention_cache[layer] = cached
+            cached = layer_attention_reduce(
+                model, self.hidden[layer], layer,
+                lambda q, k, scale, softcap, window: causal_attention_view(q, k, scale, head, softcap, window),
+            ).cpu()
+            self.attention_cache[key] = cached
             while len(self.attention_cache) > 1 and self._attention_bytes() > self.attention_budget:
                 self.attention_cache.popitem(last=False)
-        self.attention_cache.move_to_end(layer)
+        self.attention_cache.move_to_end(key)
         return cached
 
     def _attention_bytes(self) -> int:
         return sum(a.numel() * a.element_size() for a in self.attention_cache.values())
-
-    def attention_matrix(self, model, layer: int, head: int | str) -> torch.Tensor:
-        return aggregate_heads(self.attention(model, layer), head)  # (T, T)
 
     def similarity(self) -> torch.Tensor:
         """(L, T) cosine similarity of each token's state between consecutive layers."""

@@ -364,7 +364,7 @@ class Engine:
             if not 0 <= head < self.lm.num_heads:
                 raise BadRequest("head", f"must be mean, max or in [0, {self.lm.num_heads - 1}], got {head}")
         with self.lm.lock:
-            grew = layer not in run.attention_cache
+            grew = (layer, head) not in run.attention_cache
             matrix = run.attention_matrix(self.lm.model, layer, head)
         if grew:
             self.store.resize(run)

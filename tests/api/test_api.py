@@ -278,11 +278,13 @@ def test_attention_cache_per_run_is_bounded(default_lm):
     client = create_app(eng).test_client()
     r = client.post("/api/generate", json={"prompt": "Count to three.", "temperature": 0, "max_new_tokens": 4}).get_json()
     run = eng.store.get(r["run_id"])
-    layer_bytes = 9 * run.num_tokens**2 * 2  # float16 cache of one layer
-    run.attention_budget = n_layers_fit * layer_bytes
+    view_bytes = run.num_tokens**2 * 4  # one (T, T) float32 view: a head, or the mean or max
+    run.attention_budget = n_layers_fit * view_bytes
     for layer in (1, 2, 3, 2, 4):
         assert client.get(f"/api/attention?run_id={run.id}&layer={layer}").status_code == 200
-    assert list(run.attention_cache) == [2, 4]  # least recently viewed layers dropped first
+    assert list(run.attention_cache) == [(2, "mean"), (4, "mean")]  # least recently viewed dropped first
+    assert client.get(f"/api/attention?run_id={run.id}&layer=4&head=5").status_code == 200
+    assert list(run.attention_cache) == [(4, "mean"), (4, 5)]
     assert eng.store.total_bytes == run.nbytes
 
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from llmvis.analysis import (
-    aggregate_heads,
     causal_attention_probs,
     cosine_consecutive,
     entropy_from_logits,
@@ -90,11 +89,16 @@ def test_pca_single_point():
     assert coords.shape == (1, 2) and var == [0.0, 0.0]
 
 
-def test_aggregate_heads():
-    a = torch.tensor([[[1.0, 0.0], [0.2, 0.8]], [[1.0, 0.0], [0.6, 0.4]]])  # (2 heads, 2, 2)
-    assert torch.allclose(aggregate_heads(a, "mean"), torch.tensor([[1.0, 0.0], [0.4, 0.6]]))
-    assert torch.allclose(aggregate_heads(a, "max"), torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
-    assert torch.allclose(aggregate_heads(a, 1), torch.tensor([[1.0, 0.0], [0.6, 0.4]]))
+def test_attention_view_reduces_heads_without_the_full_tensor():
+    from llmvis.analysis import causal_attention_view
+
+    torch.manual_seed(1)
+    q, k = torch.randn(4, 9, 8), torch.randn(2, 9, 8)  # GQA: heads 0,1 -> kv 0; heads 2,3 -> kv 1
+    full = causal_attention_probs(q, k, 0.4)  # (4, 9, 9)
+    assert torch.allclose(causal_attention_view(q, k, 0.4, "mean", chunk=4), full.mean(0), atol=1e-6)
+    assert torch.allclose(causal_attention_view(q, k, 0.4, "max", chunk=4), full.amax(0), atol=1e-6)
+    assert torch.allclose(causal_attention_view(q, k, 0.4, 3, chunk=4), full[3], atol=1e-6)
+    assert torch.allclose(causal_attention_view(q, k, 0.4, 1, sliding_window=3), causal_attention_probs(q, k, 0.4, sliding_window=3)[1], atol=1e-6)
 
 
 def test_causal_attention_by_hand():

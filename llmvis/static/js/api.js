@@ -47,7 +47,8 @@ async function request(url, init = {}) {
 export function createApi({ base = '', cacheSize = 64 } = {}) {
   const cache = new Map();
 
-  const getJSON = async (path, params, { signal } = {}) => {
+  // The cache holds promises, so two views asking for the same URL at once share one request.
+  const getJSON = (path, params, { signal } = {}) => {
     const url = `${base}${path}${queryString(params)}`;
     if (cache.has(url)) {
       const hit = cache.get(url);
@@ -55,10 +56,11 @@ export function createApi({ base = '', cacheSize = 64 } = {}) {
       cache.set(url, hit); // refresh LRU order
       return hit;
     }
-    const body = await request(url, { signal });
-    cache.set(url, body);
+    const pending = request(url, { signal });
+    cache.set(url, pending);
+    pending.catch(() => { if (cache.get(url) === pending) cache.delete(url); }); // never cache a failure
     while (cache.size > cacheSize) cache.delete(cache.keys().next().value);
-    return body;
+    return pending;
   };
 
   const postJSON = (path, payload, { signal } = {}) => request(`${base}${path}`, {

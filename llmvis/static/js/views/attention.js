@@ -103,8 +103,7 @@ export function buildAttentionOption(data, ctx) {
     type: 'heatmap',
     data: seriesData,
     encode: { x: 0, y: 1, value: 2 },
-    progressive: 4000,
-    progressiveThreshold: 8000,
+    progressive: 0, // at most MAX_CELLS^2 / 2 cells: one synchronous pass beats many animation frames
     emphasis: { itemStyle: { borderColor: '#ffffff', borderWidth: 1 } },
   }];
   if (selRow !== null && selRow < size) {
