@@ -20,7 +20,7 @@ from .insights import think_segments
 from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
 from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
 from .models import LoadedModel
-from .store import RunStore
+from .store import RunStore, release_freed_memory
 from .tokens import Prompt, TokenTexts, build_prompt
 from .runs import Run, float_or_none, new_run_id
 
@@ -245,6 +245,7 @@ class Engine:
         if job.parent is not None:
             job.parent.children.append(run.id)
         self.store.put(run)
+        release_freed_memory()  # the prefill's transient buffers go back to the OS, not to the heap
         job.status = "cancelled" if result.finish_reason == "cancelled" else "done"
         run.timing = {
             "generate_s": result.generate_s,
