@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 help:
 	@echo "make run    - set up (venv, npm) and serve $(MODEL) at http://$(HOST):$(PORT)"
 	@echo "make test   - set up (venv, npm, chromium) and run every test"
-	@echo "make bench  - run the benchmarks (print JSON)"
+	@echo "make bench  - run every benchmark under bench/ (each prints JSON)"
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -47,6 +47,10 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_decode.py
+	$(PY) bench/bench_long.py
+	$(PY) bench/bench_start.py
+	$(PY) bench/bench_browser.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache artifacts
