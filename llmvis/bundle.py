@@ -27,7 +27,9 @@ SUFFIX = ".llmvis"
 RUN_ID_RE = re.compile(r"^[0-9a-f]{8,32}$")  # run ids are hex; nothing else may reach a path
 MAX_HEADER_BYTES = 64 << 20
 SKIP_RUN_FIELDS = {"result", "attention_budget"}  # rebuilt on load; *_cache fields are never saved
-SEGMENTS = {"system", "user", "assistant", "template"}
+SEGMENTS = {"system", "user", "assistant", "template", "think"}
+RUN_KINDS = {"generate", "fork", "score"}
+LINK_KEYS = {"parent_id", "fork_position", "forced_token_id"}
 HIDDEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
 
 
@@ -224,6 +226,19 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
     timing = fields.get("timing", {})
     if not isinstance(timing, dict):
         _fail("field run.timing must be an object")
+    if fields.get("kind", "generate") not in RUN_KINDS:
+        _fail(f"field run.kind must be one of {', '.join(sorted(RUN_KINDS))}")
+    links = fields.get("links", {})
+    if not isinstance(links, dict) or not set(links) <= LINK_KEYS:
+        _fail(f"field run.links must be an object with at most {', '.join(sorted(LINK_KEYS))}")
+    if "parent_id" in links and not valid_run_id(links["parent_id"]):
+        _fail("field run.links.parent_id must be a run id")
+    for name in ("fork_position", "forced_token_id"):
+        if name in links:
+            _num(links[name], f"run.links.{name}", lo=0, integer=True)
+    children = fields.get("children", [])
+    if not isinstance(children, list) or len(children) > 10_000 or not all(valid_run_id(c) for c in children):
+        _fail("field run.children must be a list of run ids")
     step_s = tensors["step_s"].double().tolist()
     result = DecodeResult(
         ids=ids_t.tolist(),

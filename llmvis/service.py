@@ -254,6 +254,8 @@ class Engine:
         }
         for hook in self.on_run_stored:
             hook(run)
+            if job.parent is not None:  # the parent's saved copy learns its new child
+                hook(job.parent)
         return run
 
     def generate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> Run:

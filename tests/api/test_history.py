@@ -213,3 +213,29 @@ def test_share_html_is_self_contained_and_escaped(first, assert_error):
     assert "<title>Name a colour. &lt;/script&gt; &amp; &lt;b&gt;" in page
     assert_error(client.get(f"/api/runs/{run['run_id']}/share", query_string={"layers": "1,x"}), 400, "layers")
     assert_error(client.get(f"/api/runs/{run['run_id']}/share", query_string={"layers": "30"}), 400, "layers")
+
+
+def test_forks_think_segments_and_links_survive_a_restart(default_lm, tmp_path, assert_error):
+    eng, client = make_client(default_lm, data_dir=tmp_path)
+    parent = client.post("/api/generate", json={"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>be brief</think>Hello"},
+        {"role": "user", "content": "Again"}], "temperature": 0, "max_new_tokens": 4}).get_json()
+    assert "think" in {t["segment"] for t in parent["tokens"]}
+    pos = parent["num_prompt_tokens"] + 1
+    fork = client.post("/api/fork", json={"run_id": parent["run_id"], "position": pos, "token_id": 28,
+                                          "max_new_tokens": 3}).get_json()
+    _, again = make_client(default_lm, data_dir=tmp_path)  # a restart on the same folder
+    p2 = view(again, "/api/run", {}, parent["run_id"])
+    f2 = view(again, "/api/run", {}, fork["run_id"])
+    assert fork["run_id"] in p2["children"]
+    assert (f2["kind"], f2["parent_id"], f2["fork_position"]) == ("fork", parent["run_id"], pos)
+    assert [t["segment"] for t in p2["tokens"]] == [t["segment"] for t in parent["tokens"]]
+    bundle = again.get(f"/api/runs/{fork['run_id']}/export").data
+    _, fresh = make_client(default_lm)
+    post = lambda data: fresh.post("/api/import", data=data, content_type="application/octet-stream")  # noqa: E731
+    bad_links = _rewrite(bundle, lambda m, t: m["run"].update(links=["x"]))
+    assert "run.links" in assert_error(post(bad_links), 400, "bundle")["error"]
+    bad_kind = _rewrite(bundle, lambda m, t: m["run"].update(kind="weird"))
+    assert "run.kind" in assert_error(post(bad_kind), 400, "bundle")["error"]
+    bad_children = _rewrite(bundle, lambda m, t: m["run"].update(children=["../../etc"]))
+    assert "run.children" in assert_error(post(bad_children), 400, "bundle")["error"]
