@@ -85,9 +85,27 @@ class History:
             raise LlmvisError(f"cannot use data folder {self.folder}: {exc.strerror or exc}") from None
         self.db_path = self.folder / "history.sqlite"
         with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
+            self._enable_wal(con)
             con.executescript(SCHEMA)
         self._sweep_orphans()
+
+    @staticmethod
+    def _enable_wal(con) -> None:
+        """Switch the database to WAL (persistent, once per file).
+
+        Changing the journal mode answers "database is locked" at once, without waiting on the
+        busy timeout, when another process is opening the same new file; so retry until then.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # ---- plumbing ----------------------------------------------------------------
     @contextlib.contextmanager
