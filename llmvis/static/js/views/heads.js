@@ -16,6 +16,21 @@ export const SEGMENT_COLOURS = Object.freeze({
 });
 
 /** Heads grouped by the KV head they read: [{kv, heads: [h...]}]. Pure. */
+/** The layers axis shared by the head grid and the row view (layer 0 on top). Pure. */
+function layerAxis(L, plotH, t) {
+  return {
+    type: 'category',
+    data: Array.from({ length: L }, (_, l) => String(l)),
+    inverse: true,
+    name: t('heads.layer'),
+    nameLocation: 'middle',
+    nameGap: 40,
+    axisTick: { show: false },
+    axisLine: { show: false },
+    axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
+  };
+}
+
 export function kvBands(kvGroup) {
   const bands = [];
   kvGroup.forEach((kv, h) => {
@@ -87,17 +102,7 @@ export function buildHeadsGridOption(data, ctx) {
         formatter: (v, idx) => (cellW >= 34 ? `${v}\nkv${data.kv_group[idx]}` : v),
       },
     },
-    yAxis: {
-      type: 'category',
-      data: Array.from({ length: L }, (_, l) => String(l)),
-      inverse: true,
-      name: t('heads.layer'),
-      nameLocation: 'middle',
-      nameGap: 40,
-      axisTick: { show: false },
-      axisLine: { show: false },
-      axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
-    },
+    yAxis: layerAxis(L, plotH, t),
     visualMap: {
       type: 'continuous',
       seriesIndex: 0,
@@ -223,17 +228,7 @@ export function buildRowOption(data, ctx) {
         color: (_, idx) => (idx === data.position ? PALETTE.highlight : PALETTE.muted),
       },
     },
-    yAxis: {
-      type: 'category',
-      data: Array.from({ length: L }, (_, l) => String(l)),
-      inverse: true,
-      name: t('heads.layer'),
-      nameLocation: 'middle',
-      nameGap: 40,
-      axisTick: { show: false },
-      axisLine: { show: false },
-      axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
-    },
+    yAxis: layerAxis(L, plotH, t),
     visualMap: {
       type: 'continuous',
       seriesIndex: 0,
