@@ -2,6 +2,17 @@
 // After every completed render the container gets data-rendered="<view>:<counter>" and the
 // page records performance.mark('llmvis:<view>-rendered'), so tests can wait on it.
 
+/** Save `href` as `filename` through a temporary link (PNG, SVG, bundles, share HTML). */
+export function download(doc, href, filename) {
+  const a = doc.createElement('a');
+  a.href = href;
+  a.download = filename;
+  a.rel = 'noopener';
+  doc.body.append(a);
+  a.click();
+  a.remove();
+}
+
 export const PALETTE = Object.freeze({
   bg: '#12161c',
   panel: '#161b22',
@@ -118,13 +129,7 @@ export function createChartHost(container, { echarts, overlay, overlayText }) {
     },
     savePNG(filename) {
       const url = chart.getDataURL({ type: 'png', pixelRatio: 2, backgroundColor: PALETTE.panel });
-      const a = document.createElement('a');
-      a.href = url;
-      a.download = filename;
-      a.rel = 'noopener';
-      document.body.append(a);
-      a.click();
-      a.remove();
+      download(document, url, filename);
       return url;
     },
     on: (...args) => chart.on(...args),

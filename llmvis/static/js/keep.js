@@ -3,7 +3,7 @@
 // Token and title text is untrusted: it is only ever set with textContent.
 
 import { ApiError } from './api.js';
-import { PALETTE } from './charts.js';
+import { PALETTE, download } from './charts.js';
 
 const THEME = 'llmvis-dark';
 const DELETE_CONFIRM_MS = 4000;
@@ -58,15 +58,6 @@ export function chartToSVG(doc, echarts, chart) {
   }
 }
 
-function download(doc, href, filename) {
-  const a = doc.createElement('a');
-  a.href = href;
-  a.download = filename;
-  a.rel = 'noopener';
-  doc.body.append(a);
-  a.click();
-  a.remove();
-}
 
 /**
  * Wire the history panel. hooks: getRun() -> current run, showRun(run), chart() -> ECharts
