@@ -3,7 +3,9 @@
 GGUF files are dequantized by transformers on load, which is slow (about 20 s for the
 default). The converted weights are cached as a plain HF folder (config.json,
 model.safetensors, tokenizer files) under the cache dir, keyed by the GGUF file's
-path, size and mtime, so that a second start loads in a second or two.
+content (its size and a hash of its head and tail) and the transformers version, so that a
+second start loads in a second or two, also from a fresh virtualenv or a fresh clone.
+Older cache entries for the same file name are removed when a new one is written.
 """
 from __future__ import annotations
 
@@ -153,12 +155,44 @@ def pick_dtype(dtype: str, device: str):
     return table[dtype]
 
 
+_KEY_SAMPLE = 4 << 20  # bytes hashed from each end of the GGUF file
+
+
 def _cache_key(gguf: Path) -> str:
+    """Identify a GGUF file by content, not by path or mtime.
+
+    The path and mtime change with every virtualenv (pip reinstalls the same file), which
+    left one stale 500 MB cache entry per install. The size plus a hash of the first and last
+    4 MiB (the header, the tensor index and the tail of the data) identify the file in
+    milliseconds even for multi-GB files.
+    """
     import transformers
 
-    st = gguf.stat()
-    raw = f"{CACHE_FORMAT}|{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}|{transformers.__version__}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+    size = gguf.stat().st_size
+    digest = hashlib.sha256(f"{CACHE_FORMAT}|{size}|{transformers.__version__}|".encode())
+    with open(gguf, "rb") as fh:
+        digest.update(fh.read(_KEY_SAMPLE))
+        if size > _KEY_SAMPLE:
+            fh.seek(max(_KEY_SAMPLE, size - _KEY_SAMPLE))
+            digest.update(fh.read(_KEY_SAMPLE))
+    return digest.hexdigest()[:16]
+
+
+def cache_folder(cache_dir: Path, gguf: Path) -> Path:
+    """The folder that holds (or will hold) the converted weights of this GGUF file."""
+    return Path(cache_dir) / "gguf" / f"{gguf.stem}-{_cache_key(gguf)}"
+
+
+def _prune_stale(target: Path) -> None:
+    """Remove older cache entries of the same file name (other keys), which nothing loads."""
+    stem = target.name.rpartition("-")[0]
+    for other in target.parent.iterdir():
+        if other == target or not other.is_dir() or other.name.startswith(".tmp"):
+            continue
+        prefix, _, key = other.name.rpartition("-")
+        if prefix == stem and len(key) == 16 and all(c in "0123456789abcdef" for c in key):
+            log.info("removing stale model cache %s", other)
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _write_cache(model, tokenizer, target: Path) -> None:
@@ -183,6 +217,7 @@ def _write_cache(model, tokenizer, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _prune_stale(target)
 
 
 def _cache_is_complete(folder: Path) -> bool:
@@ -253,7 +288,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         if source.kind == "folder":
             model, tokenizer = _from_folder(source.path, torch_dtype, device, cfg.device_map)
         else:
-            cached = Path(cfg.cache_dir) / "gguf" / f"{source.path.stem}-{_cache_key(source.path)}"
+            cached = cache_folder(cfg.cache_dir, source.path)
             model = tokenizer = None
             if _cache_is_complete(cached):
                 try:
