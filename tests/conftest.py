@@ -1,12 +1,20 @@
 """Shared fixtures: the real default model (loaded once per session) and tiny random models."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Servers and CLIs started by tests keep their run history in a throwaway folder, never in the
+# user's ~/.local/share/llmvis (the load and CLI tests used to leave ~1 GB of runs there).
+_TEST_DATA_DIR = tempfile.mkdtemp(prefix="llmvis-test-data-")
+os.environ["LLMVIS_DATA_DIR"] = _TEST_DATA_DIR
+atexit.register(shutil.rmtree, _TEST_DATA_DIR, True)
 
 
 @pytest.fixture(scope="session")
