@@ -267,7 +267,15 @@ def _from_folder(folder: Path, torch_dtype, device: str, device_map: str | None,
     kwargs = dict(dtype=torch_dtype, local_files_only=True, attn_implementation="sdpa", **extra)
     if device_map:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except ValueError as exc:
+        # a few architectures (Gemma 2) refuse sdpa; they decode with eager attention instead.
+        # Attention views never depend on this: they are recomputed through the capture interface.
+        if "scaled_dot_product_attention" not in str(exc):
+            raise
+        log.info("%s does not support sdpa attention; using eager", folder.name)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **(kwargs | {"attn_implementation": "eager"}))
     if not device_map:
         model = model.to(device)
     model.eval()

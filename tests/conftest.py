@@ -26,19 +26,52 @@ def default_lm():
     return load_model(ModelConfig())
 
 
-def _tiny_model(kind: str = "qwen3", layers: int = 2, seed: int = 0):
-    """A random-weight causal LM built from a config (no download), in eval mode, fp32."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+TINY_KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3")
+TINY_WINDOW = 5  # sliding window of the tiny Mistral / Gemma 2 / Gemma 3, shorter than the tests' sequences
 
-    torch.manual_seed(seed)
+
+def _tiny_config(kind: str = "qwen3", layers: int = 2, vocab_size: int = 211):
+    """A config for a tiny model of one of the supported layouts (GQA: 4 query heads, 2 KV heads).
+
+    Mistral, Gemma 2 and Gemma 3 get a sliding window shorter than the test sequences, Gemma 2
+    attention and final logit soft-capping, and Gemma 2/3 a query_pre_attn_scalar that is not
+    head_dim, so every one of those code paths in the attention recomputation is exercised.
+    """
+    import transformers as tf
+
     common = dict(
-        vocab_size=211, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
         eos_token_id=3, bos_token_id=1, pad_token_id=0,
     )
-    cfg = Qwen3Config(**common) if kind == "qwen3" else LlamaConfig(**common)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    if kind == "qwen3":
+        return tf.Qwen3Config(**common)
+    if kind == "llama":
+        return tf.LlamaConfig(**common)
+    if kind == "qwen2":
+        return tf.Qwen2Config(**common)
+    if kind == "mistral":
+        return tf.MistralConfig(**common, sliding_window=TINY_WINDOW)
+    if kind == "gemma":
+        return tf.GemmaConfig(**common)
+    if kind == "gemma2":
+        return tf.Gemma2Config(**common, sliding_window=TINY_WINDOW, attn_logit_softcapping=5.0,
+                               final_logit_softcapping=3.0, query_pre_attn_scalar=20)
+    if kind == "gemma3":
+        return tf.Gemma3TextConfig(**common, sliding_window=TINY_WINDOW, sliding_window_pattern=2,
+                                   query_pre_attn_scalar=20)
+    raise ValueError(f"unknown tiny model kind: {kind}")
+
+
+def _tiny_model(kind: str = "qwen3", layers: int = 2, seed: int = 0, vocab_size: int = 211):
+    """A random-weight causal LM built from a config (no download), in eval mode, fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    attn = "eager" if kind == "gemma2" else "sdpa"  # Gemma 2 refuses sdpa in transformers 5.x
+    model = AutoModelForCausalLM.from_config(_tiny_config(kind, layers, vocab_size), attn_implementation=attn,
+                                             dtype=torch.float32)
     return model.eval()
 
 

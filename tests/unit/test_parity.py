@@ -3,7 +3,9 @@
 - hidden states from the decode loop == model(..., output_hidden_states=True)
 - attention recomputed per layer == model(..., output_attentions=True) in eager mode
 - recorded step statistics == a direct softmax of the model's logits
-Run on tiny random-weight Qwen3 and Llama models (GQA: 4 query heads, 2 KV heads).
+Run on tiny random-weight models of every supported layout (GQA: 4 query heads, 2 KV heads):
+Qwen3, Llama, Qwen2, Mistral, Gemma, Gemma 2 and Gemma 3, the last three with sliding windows
+shorter than the sequence and Gemma 2 with attention and final-logit soft-capping.
 """
 import math
 
@@ -11,7 +13,10 @@ import pytest
 import torch
 
 from llmvis.generation import GenerationParams, decode
+from llmvis.insights import logit_lens
 from llmvis.runs import CAPTURE_KEY, capture_mode, layer_attention
+
+KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3")
 
 
 def reference(model, ids):
@@ -26,7 +31,18 @@ def reference(model, ids):
     return out
 
 
-@pytest.mark.parametrize("kind", ["qwen3", "llama"])
+def sliding_layers(config) -> list[int]:
+    """The layers that attend within a sliding window."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return []
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        return list(range(config.num_hidden_layers))
+    return [i for i, t in enumerate(types) if t == "sliding_attention"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
 def test_capture_matches_model_outputs(make_tiny, kind, temperature):
     model = make_tiny(kind, layers=3)
@@ -47,6 +63,17 @@ def test_capture_matches_model_outputs(make_tiny, kind, temperature):
         assert torch.allclose(got, want, atol=1e-5), (layer, (got - want).abs().max())
         assert torch.allclose(got.sum(-1), torch.ones(4, len(ids)), atol=1e-3)
         assert torch.triu(got, 1).abs().max().item() == 0.0
+        if layer in sliding_layers(model.config):  # keys further back than the window get nothing
+            window = model.config.sliding_window
+            assert torch.tril(got, -window).abs().max().item() == 0.0, layer
+            assert torch.tril(got, -window + 1).abs().max().item() > 0.0, layer
+    if kind in ("mistral", "gemma2", "gemma3"):
+        assert sliding_layers(model.config) and len(ids) > model.config.sliding_window
+    # the logit lens at the last layer is the model's own output distribution (soft-capped for Gemma 2)
+    lens = logit_lens(model, res.hidden, ids, top_k=5)
+    top = torch.topk(torch.softmax(reference(model, ids).logits[0].float(), -1), 5)
+    assert torch.allclose(torch.from_numpy(lens.top_probs[-1]), top.values, atol=1e-5)
+    assert (torch.from_numpy(lens.top_ids[-1]).long() == top.indices).all()
     # step statistics == direct softmax of the model's logits
     logits = ref.logits[0].float()  # (T, V)
     probs = torch.softmax(logits, -1)
