@@ -71,10 +71,16 @@ class DecodeResult:
     step_s: list[float] = field(default_factory=list)  # per decode-step wall time
 
 
+def text_config(model):
+    """The language model's config: the config itself, or the text part of a multimodal
+    checkpoint (Gemma 3 4B and up, Mistral 3) loaded for text generation."""
+    return model.config.get_text_config(decoder=True)
+
+
 def logits_from_hidden(model, final_hidden: torch.Tensor) -> torch.Tensor:
     """The causal LM head applied to final (already normed) hidden states. (..., H) -> (..., V)"""
     logits = model.get_output_embeddings()(final_hidden).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -177,7 +183,7 @@ def decode(
         params.seed = secrets.randbelow(2**31)
     device = model.get_input_embeddings().weight.device
     base = model.get_decoder()
-    vocab = int(model.config.vocab_size)
+    vocab = int(model.get_output_embeddings().weight.shape[0])
     k = min(top_k_record, vocab)
     n_prompt = len(prompt_ids)
     capacity = n_prompt + params.max_new_tokens

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .analysis import causal_attention_rows
-from .generation import logits_from_hidden
+from .generation import logits_from_hidden, text_config
 
 LENS_TOP_K = 20            # top tokens kept per (layer, position); the API's top_k is at most this
 LENS_MAX_ELEMS = 1 << 23   # rows x vocab of float32 logits handled at once (32 MiB)
@@ -289,7 +289,7 @@ def attention_stats(model, hidden: torch.Tensor, segments: list[str], num_prompt
 
     n_layers = int(hidden.shape[0]) - 1
     t = int(hidden.shape[1])
-    num_heads = int(model.config.num_attention_heads)
+    num_heads = int(text_config(model).num_attention_heads)
     seg_index = torch.tensor([SEGMENTS.index(s) if s in SEGMENTS else SEGMENTS.index("template") for s in segments])
     gen_rows = torch.arange(t) >= num_prompt  # (T,)
     per_layer = []

@@ -84,7 +84,8 @@ class LoadedModel:
 
     @property
     def config(self):
-        return self.model.config
+        """The language model's config (the text part of a multimodal checkpoint)."""
+        return self.model.config.get_text_config(decoder=True)
 
     @property
     def device(self):
@@ -113,11 +114,11 @@ class LoadedModel:
     def info(self) -> dict:
         """The `model` object of the API."""
         cfg = self.config
-        archs = getattr(cfg, "architectures", None) or [type(self.model).__name__]
+        archs = getattr(self.model.config, "architectures", None) or [type(self.model).__name__]
         return {
             "name": self.name,
             "architecture": archs[0],
-            "model_type": cfg.model_type,
+            "model_type": self.model.config.model_type,
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,
             "num_kv_heads": self.num_kv_heads,

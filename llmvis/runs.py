@@ -20,7 +20,7 @@ import torch
 
 from .analysis import causal_attention_probs, causal_attention_rows, causal_attention_view, cosine_consecutive, pca_2d
 from .errors import BadRequest
-from .generation import DecodeResult
+from .generation import DecodeResult, text_config
 
 CAPTURE_KEY = "llmvis_capture"
 _capture = threading.local()
@@ -57,12 +57,13 @@ def _register_capture() -> None:
 def capture_mode(model):
     """Route attention through the capture function; always restored, even on error."""
     _register_capture()
-    previous = model.config._attn_implementation
-    model.config._attn_implementation = CAPTURE_KEY
+    cfg = text_config(model)  # the language model's attention only, never a vision tower's
+    previous = cfg._attn_implementation
+    cfg._attn_implementation = CAPTURE_KEY
     try:
         yield
     finally:
-        model.config._attn_implementation = previous
+        cfg._attn_implementation = previous
         _capture.weights = None
         _capture.out_dtype = torch.float32
         _capture.reducer = None

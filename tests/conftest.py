@@ -26,7 +26,7 @@ def default_lm():
     return load_model(ModelConfig())
 
 
-TINY_KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3")
+TINY_KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3", "gemma3_mm")
 TINY_WINDOW = 5  # sliding window of the tiny Mistral / Gemma 2 / Gemma 3, shorter than the tests' sequences
 
 
@@ -36,6 +36,8 @@ def _tiny_config(kind: str = "qwen3", layers: int = 2, vocab_size: int = 211):
     Mistral, Gemma 2 and Gemma 3 get a sliding window shorter than the test sequences, Gemma 2
     attention and final logit soft-capping, and Gemma 2/3 a query_pre_attn_scalar that is not
     head_dim, so every one of those code paths in the attention recomputation is exercised.
+    "gemma3_mm" is a multimodal Gemma 3 checkpoint (text model + a tiny vision tower), the layout of
+    Gemma 3 4B and up, which AutoModelForCausalLM loads as Gemma3ForConditionalGeneration.
     """
     import transformers as tf
 
@@ -60,6 +62,16 @@ def _tiny_config(kind: str = "qwen3", layers: int = 2, vocab_size: int = 211):
     if kind == "gemma3":
         return tf.Gemma3TextConfig(**common, sliding_window=TINY_WINDOW, sliding_window_pattern=2,
                                    query_pre_attn_scalar=20)
+    if kind == "gemma3_mm":
+        text = {k: v for k, v in common.items() if not k.endswith("token_id")}
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      image_size=28, patch_size=14)
+        return tf.Gemma3Config(
+            text_config=dict(text, sliding_window=TINY_WINDOW, sliding_window_pattern=2, query_pre_attn_scalar=20),
+            vision_config=vision, mm_tokens_per_image=4, image_token_index=vocab_size - 1,
+            boi_token_index=vocab_size - 3, eoi_token_index=vocab_size - 2,
+            eos_token_id=3, bos_token_id=1, pad_token_id=0,
+        )
     raise ValueError(f"unknown tiny model kind: {kind}")
 
 

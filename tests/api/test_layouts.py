@@ -14,7 +14,7 @@ from llmvis.models import load_model
 from llmvis.service import Engine
 
 pytestmark = pytest.mark.model
-KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3")
+KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3", "gemma3_mm")
 LAYERS = 3
 
 
@@ -41,7 +41,7 @@ def test_every_view_on_a_folder_model(layout):
     assert lm.source.kind == "folder"
     info = get(client, "/api/model")
     assert (info["num_layers"], info["num_heads"], info["num_kv_heads"]) == (LAYERS, 4, 2)
-    assert info["model_type"] == {"gemma3": "gemma3_text"}.get(kind, kind)
+    assert info["model_type"] == {"gemma3": "gemma3_text", "gemma3_mm": "gemma3"}.get(kind, kind)
 
     resp = client.post("/api/generate", json={
         "system": "You are terse.", "prompt": "Say something long enough to pass the window.",

@@ -16,7 +16,7 @@ from llmvis.generation import GenerationParams, decode
 from llmvis.insights import logit_lens
 from llmvis.runs import CAPTURE_KEY, capture_mode, layer_attention
 
-KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3")
+KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3", "gemma3_mm")
 
 
 def reference(model, ids):
@@ -33,6 +33,7 @@ def reference(model, ids):
 
 def sliding_layers(config) -> list[int]:
     """The layers that attend within a sliding window."""
+    config = config.get_text_config(decoder=True)
     window = getattr(config, "sliding_window", None)
     if not window:
         return []
@@ -64,11 +65,11 @@ def test_capture_matches_model_outputs(make_tiny, kind, temperature):
         assert torch.allclose(got.sum(-1), torch.ones(4, len(ids)), atol=1e-3)
         assert torch.triu(got, 1).abs().max().item() == 0.0
         if layer in sliding_layers(model.config):  # keys further back than the window get nothing
-            window = model.config.sliding_window
+            window = model.config.get_text_config(decoder=True).sliding_window
             assert torch.tril(got, -window).abs().max().item() == 0.0, layer
             assert torch.tril(got, -window + 1).abs().max().item() > 0.0, layer
-    if kind in ("mistral", "gemma2", "gemma3"):
-        assert sliding_layers(model.config) and len(ids) > model.config.sliding_window
+    if kind in ("mistral", "gemma2", "gemma3", "gemma3_mm"):
+        assert sliding_layers(model.config) and len(ids) > model.config.get_text_config(decoder=True).sliding_window
     # the logit lens at the last layer is the model's own output distribution (soft-capped for Gemma 2)
     lens = logit_lens(model, res.hidden, ids, top_k=5)
     top = torch.topk(torch.softmax(reference(model, ids).logits[0].float(), -1), 5)
