@@ -73,15 +73,17 @@ def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int, 
     return SamplingDist(sorted_ids, probs, max(0.0, 1.0 - kept), float(entropy_of_probs(probs).item()))
 
 
-def cosine_consecutive(hidden: torch.Tensor) -> torch.Tensor:
+def cosine_consecutive(hidden: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
     """Cosine similarity between layer l and l+1 for every token.
 
-    hidden: (L+1, T, H) -> (L, T)
+    hidden: (L+1, T, H) -> (L, T). `last` (T, H), when given, stands in for hidden[L] (the last
+    layer's output before the final norm, where hidden[L] is after it).
     """
     n = hidden.shape[0] - 1
     out = torch.empty(n, hidden.shape[1], dtype=torch.float32)  # (L, T)
     for layer in range(n):  # one layer pair at a time: temporaries stay (T, H), not (L, T, H)
-        a, b = hidden[layer].float(), hidden[layer + 1].float()  # (T, H)
+        upper = last if last is not None and layer + 1 == n else hidden[layer + 1]
+        a, b = hidden[layer].float(), upper.float()  # (T, H)
         out[layer] = torch.nn.functional.cosine_similarity(a, b, dim=-1, eps=1e-8).cpu()
     return out
 

@@ -87,6 +87,8 @@ def run_tensors(run) -> dict[str, torch.Tensor]:
         "hidden": res.hidden.detach().to("cpu").contiguous(),  # (L+1, T, H) model dtype
         "step_s": torch.tensor(res.step_s, dtype=torch.float64),  # (steps,)
     }
+    if res.final_residual is not None:
+        out["final_residual"] = res.final_residual.detach().to("cpu").contiguous()  # (T, H) model dtype
     for name, arr in res.stats.__dict__.items():
         out[f"stats.{name}"] = torch.from_numpy(np.ascontiguousarray(arr))
     return out
@@ -182,6 +184,14 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
               " (was it made with another model?)")
     if not torch.isfinite(hidden).all():
         _fail("tensor hidden holds NaN or infinite values")
+    residual = tensors.get("final_residual")  # optional: bundles before it was recorded lack it
+    if residual is not None:
+        if residual.dtype not in HIDDEN_DTYPES or tuple(residual.shape) != (t, size):
+            _fail(f"tensor final_residual must be float of shape ({t}, {size}); got {residual.dtype} {tuple(residual.shape)}")
+        if not torch.isfinite(residual).all():
+            _fail("tensor final_residual holds NaN or infinite values")
+        if dtype is not None:
+            residual = residual.to(dtype)
     kinds = {f.name: f for f in dataclasses.fields(StepStats)}
     stats = {}
     k = None
@@ -249,6 +259,7 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
         params=params,
         generate_s=float(_num(res.get("generate_s", 0.0), "result.generate_s", lo=0)),
         step_s=step_s,
+        final_residual=residual,
     )
     known = {f.name for f in dataclasses.fields(Run)}
     kwargs = {name: value for name, value in fields.items() if name in known and name not in SKIP_RUN_FIELDS}

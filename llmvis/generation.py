@@ -8,6 +8,7 @@ full-vocabulary tensor is kept after a step.
 """
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class DecodeResult:
     params: GenerationParams    # effective parameters (seed filled in)
     generate_s: float           # wall time of prefill + decode
     step_s: list[float] = field(default_factory=list)  # per decode-step wall time
+    # (T, H) the last layer's output before the final norm; hidden[L] is after it (transformers
+    # 5.x), so cos(hidden[L-1], hidden[L]) would measure the norm, not the last layer.
+    # None for bundles saved before it was recorded, and for models without a final `norm`.
+    final_residual: torch.Tensor | None = None
 
 
 def text_config(model):
@@ -84,6 +89,25 @@ def logits_from_hidden(model, final_hidden: torch.Tensor) -> torch.Tensor:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+@contextlib.contextmanager
+def _final_norm_input(base):
+    """Collect the input of the decoder's final norm (the last layer's output) on each forward.
+
+    Yields a list that each forward appends one (1, S, H) tensor to; nothing is collected for a
+    decoder without a `norm` module. The hook is removed on exit, also on error.
+    """
+    norm = getattr(base, "norm", None)
+    seen: list[torch.Tensor] = []
+    if not isinstance(norm, torch.nn.Module):
+        yield seen
+        return
+    handle = norm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def eos_ids(model, tokenizer) -> set[int]:
@@ -192,7 +216,7 @@ def decode(
     ids = list(prompt_ids)
     started = time.perf_counter()
     step_s: list[float] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), _final_norm_input(base) as pre_norm:
         inp = torch.tensor([prompt_ids], device=device)  # (1, P)
         out = base(input_ids=inp, use_cache=True, output_hidden_states=True)
         n_states = len(out.hidden_states)
@@ -200,6 +224,10 @@ def decode(
         hidden = torch.empty(n_states, capacity, hidden_size, dtype=out.hidden_states[0].dtype, device=device)  # (L+1, cap, H)
         for layer, h in enumerate(out.hidden_states):
             hidden[layer, :n_prompt] = h[0]
+        residual = None
+        if pre_norm:
+            residual = torch.empty(capacity, hidden_size, dtype=hidden.dtype, device=device)  # (cap, H)
+            residual[:n_prompt] = pre_norm.pop()[0]
         cache = out.past_key_values
         final = out.last_hidden_state[0]  # (P, H)
         nxt = torch.tensor(prompt_ids[1:] + [0])
@@ -238,6 +266,8 @@ def decode(
             )
             for layer, h in enumerate(out.hidden_states):
                 hidden[layer, pos] = h[0, -1]
+            if residual is not None:
+                residual[pos] = pre_norm.pop()[0, -1]
             cache = out.past_key_values
             step_s.append(time.perf_counter() - t0)
             if chosen in stop_ids:
@@ -256,4 +286,5 @@ def decode(
         params=params,
         generate_s=time.perf_counter() - started,
         step_s=step_s,
+        final_residual=None if residual is None else residual[:n].clone() if n < capacity else residual,
     )

@@ -165,6 +165,9 @@ class Run:
     def nbytes(self) -> int:
         """Bytes this run holds, as counted against the run store's budget."""
         total = self.hidden.numel() * self.hidden.element_size() + self.result.stats.nbytes
+        residual = self.result.final_residual
+        if residual is not None:
+            total += residual.numel() * residual.element_size()
         total += self._attention_bytes()
         total += sum(int(getattr(v, "nbytes", 0)) for v in list(self.view_cache.values()))
         total += 64 * len(self.ids)
@@ -197,7 +200,7 @@ class Run:
     def similarity(self) -> torch.Tensor:
         """(L, T) cosine similarity of each token's state between consecutive layers."""
         if self.similarity_cache is None:
-            self.similarity_cache = cosine_consecutive(self.hidden).cpu()
+            self.similarity_cache = cosine_consecutive(self.hidden, self.result.final_residual).cpu()
         return self.similarity_cache
 
     def projection(self, layer: int, fit_start: int = 1) -> tuple[torch.Tensor, list[float]]:

@@ -106,7 +106,8 @@ class Engine:
     def estimate_run_bytes(self, num_tokens: int) -> int:
         """Bytes a run of num_tokens holds before any attention is cached."""
         lm = self.lm
-        hidden = (lm.num_layers + 1) * num_tokens * int(lm.config.hidden_size) * lm.dtype.itemsize
+        # every layer's state plus the last layer's pre-norm output: (L + 2) x (T, H)
+        hidden = (lm.num_layers + 2) * num_tokens * int(lm.config.hidden_size) * lm.dtype.itemsize
         stats = num_tokens * (6 * 4 + self.config.max_top_n * 12)
         return hidden + stats
 

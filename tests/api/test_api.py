@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from llmvis.app import create_app
 from llmvis.config import ServerConfig
@@ -122,12 +123,18 @@ def test_attention_views(client, greedy_run):
     assert all(mats["max"][i][j] >= mats["mean"][i][j] - 1e-6 for i in range(n) for j in range(n))
 
 
-def test_hidden_similarity_and_projection(client, greedy_run):
+def test_hidden_similarity_and_projection(client, engine, greedy_run):
     run_id, n = greedy_run["run_id"], len(greedy_run["tokens"])
     sim = client.get(f"/api/hidden_similarity?run_id={run_id}").get_json()
     assert len(sim["per_layer"]) == 30 and len(sim["per_token"]) == 30
     assert all(len(row) == n for row in sim["per_token"])
     assert sim["per_layer"][3] == pytest.approx(sum(sim["per_token"][3]) / n, rel=1e-4)
+    # The last pair compares layer 29's output with layer 30's output before the final norm
+    # (hidden_states[30] is after it, whose cosine with layer 29 is about 0 on this model).
+    run = engine.get_run(run_id)
+    want = torch.nn.functional.cosine_similarity(run.hidden[29].float(), run.result.final_residual.float(), dim=-1)
+    assert sim["per_token"][29] == pytest.approx(want.tolist(), abs=1e-4)
+    assert sim["per_layer"][29] > 0.3 and sim["per_layer"][28] > 0.3
     proj = client.get(f"/api/embedding_projection?run_id={run_id}&layer=12&method=pca").get_json()
     assert proj["layer"] == 12 and proj["method"] == "pca"
     assert len(proj["points"]) == n and {"position", "x", "y", "text"} <= set(proj["points"][0])

@@ -57,6 +57,7 @@ def assert_same_run(a, b):
         other = getattr(b.result.stats, name)
         assert arr.dtype == other.dtype and np.array_equal(arr, other, equal_nan=True), name
     assert a.result.step_s == b.result.step_s and a.result.params == b.result.params
+    assert torch.equal(a.result.final_residual, b.result.final_residual)
 
 
 def test_runs_survive_a_restart_with_every_view(default_lm, data_dir, first):
@@ -152,8 +153,25 @@ def test_bad_bundles_are_refused_with_clear_errors(default_lm, first, assert_err
         assert "import limit" in assert_error(post(bundle), 413, "bundle")["error"]
     finally:
         eng.config.max_import_bytes = ServerConfig.max_import_bytes
+    residual = _rewrite(bundle, lambda m, t: t.update(final_residual=t["final_residual"][:-1].contiguous()))
+    assert "tensor final_residual" in assert_error(post(residual), 400, "bundle")["error"]
     # a bundle far above the 1 MiB JSON body cap is still accepted by /api/import
     assert len(bundle) > 1 << 20 and post(bundle).status_code == 200
+
+
+def test_bundle_without_final_residual_still_loads(default_lm, first):
+    """Bundles saved before the pre-norm last state was recorded: the similarity of the last
+    layer pair falls back to hidden[L] (after the final norm); every other view is the same."""
+    _, client1, run = first
+    old = _rewrite(client1.get(f"/api/runs/{run['run_id']}/export").data, lambda m, t: t.pop("final_residual"))
+    eng, client = make_client(default_lm)
+    assert client.post("/api/import", data=old, content_type="application/octet-stream").status_code == 200
+    assert eng.get_run(run["run_id"]).result.final_residual is None
+    new = view(client1, "/api/hidden_similarity", {}, run["run_id"])
+    fallback = view(client, "/api/hidden_similarity", {}, run["run_id"])
+    assert fallback["per_layer"][:29] == pytest.approx(new["per_layer"][:29], abs=1e-6)
+    assert fallback["per_layer"][29] < new["per_layer"][29] - 0.2  # the final norm's artefact
+    assert view(client, "/api/attention", {"layer": "3"}, run["run_id"]) == view(client1, "/api/attention", {"layer": "3"}, run["run_id"])
 
 
 def test_rename_and_delete(default_lm, tmp_path, assert_error):

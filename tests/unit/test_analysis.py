@@ -72,6 +72,9 @@ def test_cosine_consecutive_shapes_and_values():
     sim = cosine_consecutive(hidden)
     assert sim.shape == (2, 1)
     assert sim[:, 0].tolist() == pytest.approx([0.0, 1.0])
+    # `last` stands in for the last state (the pre-norm output of the last layer)
+    sim = cosine_consecutive(hidden, last=torch.tensor([[1.0, 1.0]]))
+    assert sim[:, 0].tolist() == pytest.approx([0.0, 2 ** -0.5])
 
 
 def test_pca_on_a_line_explains_everything():

@@ -75,6 +75,19 @@ def test_capture_matches_model_outputs(make_tiny, kind, temperature):
     top = torch.topk(torch.softmax(reference(model, ids).logits[0].float(), -1), 5)
     assert torch.allclose(torch.from_numpy(lens.top_probs[-1]), top.values, atol=1e-5)
     assert (torch.from_numpy(lens.top_ids[-1]).long() == top.indices).all()
+    # the last layer's output before the final norm, for the similarity of the last layer pair
+    base = model.get_decoder()
+    seen = []
+    hook = base.norm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            base(torch.tensor([ids]))
+    finally:
+        hook.remove()
+    assert res.final_residual.shape == (len(ids), 64)
+    assert torch.allclose(res.final_residual, seen[0][0], atol=1e-4)
+    with torch.no_grad():
+        assert torch.allclose(base.norm(res.final_residual), res.hidden[-1], atol=1e-4)
     # step statistics == direct softmax of the model's logits
     logits = ref.logits[0].float()  # (T, V)
     probs = torch.softmax(logits, -1)
