@@ -84,7 +84,8 @@ def text_config(model):
 
 def logits_from_hidden(model, final_hidden: torch.Tensor) -> torch.Tensor:
     """The causal LM head applied to final (already normed) hidden states. (..., H) -> (..., V)"""
-    logits = model.get_output_embeddings()(final_hidden).float()
+    head = model.get_output_embeddings()
+    logits = head(final_hidden.to(head.weight.device)).float()  # the head may sit on another GPU
     cap = getattr(text_config(model), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap

@@ -93,6 +93,7 @@ def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TO
     n_states, t, _ = hidden.shape
     last = n_states - 1
     norm = model.get_decoder().norm
+    norm_device = next((p.device for p in norm.parameters()), hidden.device)  # another GPU under --device-map
     vocab = int(model.get_output_embeddings().weight.shape[0])
     k = min(top_k, vocab)
     chunk = max(1, min(t, max_elems // vocab))
@@ -108,7 +109,7 @@ def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TO
                 b = min(t, a + chunk)
                 h = hidden[layer, a:b]  # (c, H)
                 if layer < last:
-                    h = norm(h)
+                    h = norm(h.to(norm_device))
                 logits = logits_from_hidden(model, h)  # (c, V)
                 ti, tp, cp, cr, ent = lens_stats(logits, next_ids[a:b].to(logits.device), k)
                 top_ids[layer, a:b] = ti.cpu().numpy()

@@ -82,6 +82,14 @@ def _rotary_for_layer(base, layer_idx: int, x: torch.Tensor, position_ids: torch
         return rotary(x, position_ids, layer_types[layer_idx])
 
 
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's weights live. With --device-map auto the layers of one model sit on
+    several GPUs, and the submodules called here directly have no accelerate hook to move inputs."""
+    for param in module.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
 def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int, out_dtype=torch.float32) -> torch.Tensor:
     """Attention probabilities of one layer, from that layer's input hidden states.
 
@@ -89,7 +97,7 @@ def layer_attention(model, hidden_in: torch.Tensor, layer_idx: int, out_dtype=to
     """
     base = model.get_decoder()
     layer = base.layers[layer_idx]
-    x = hidden_in.unsqueeze(0)  # (1, T, H)
+    x = hidden_in.to(_device_of(layer)).unsqueeze(0)  # (1, T, H)
     t = x.shape[1]
     position_ids = torch.arange(t, device=x.device).unsqueeze(0)  # (1, T)
     with torch.inference_mode(), capture_mode(model):
@@ -110,7 +118,7 @@ def layer_attention_reduce(model, hidden_in: torch.Tensor, layer_idx: int, reduc
     """
     base = model.get_decoder()
     layer = base.layers[layer_idx]
-    x = hidden_in.unsqueeze(0)  # (1, T, H)
+    x = hidden_in.to(_device_of(layer)).unsqueeze(0)  # (1, T, H)
     position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
     with torch.inference_mode(), capture_mode(model):
         _capture.reducer = reducer
