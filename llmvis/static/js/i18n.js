@@ -134,7 +134,7 @@ const STRINGS = {
     'entropy.caption': 'Mean entropy, generated tokens: {ent} nats · mean confidence: {conf}',
     'entropy.position': 'position',
 
-    'similarity.note': 'the last layer is taken before the final norm',
+    'similarity.note': 'cos(hₗ, hₗ₊₁): how much each layer changes the residual stream (the last layer before the final norm)',
     'similarity.perLayer': 'mean cosine, layer l → l+1',
     'similarity.perToken': 'per token',
     'similarity.layer': 'layer',
@@ -429,7 +429,7 @@ const STRINGS = {
     'entropy.caption': '生成 token 的平均熵：{ent} 奈特 · 平均置信度：{conf}',
     'entropy.position': '位置',
 
-    'similarity.note': '最后一层取最终归一化之前的状态',
+    'similarity.note': 'cos(hₗ, hₗ₊₁)：每一层对残差流的改变程度（最后一层取最终归一化之前的状态）',
     'similarity.perLayer': '平均余弦相似度，第 l 层 → 第 l+1 层',
     'similarity.perToken': '逐 token',
     'similarity.layer': '层',

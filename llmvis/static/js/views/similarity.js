@@ -204,6 +204,6 @@ export function buildSimilarityOption(data, ctx) {
     },
     series,
   };
-  const caption = `${t('similarity.caption', { l: worst, l1: worst + 1, v: data.per_layer[worst].toFixed(3) })} · ${t('similarity.note')}`;
+  const caption = t('similarity.caption', { l: worst, l1: worst + 1, v: data.per_layer[worst].toFixed(3) });
   return { option, caption, meta: { layers: L, tokens: n, cells: cells.length, block } };
 }
