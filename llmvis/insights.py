@@ -42,6 +42,20 @@ class LensResult:
     chosen_prob: np.ndarray  # (L+1, T) float32 probability of the actual next token (NaN at the last position)
     chosen_rank: np.ndarray  # (L+1, T) int32 its 1-based rank (-1 at the last position)
     entropy: np.ndarray      # (L+1, T) float32 entropy (nats) of each layer's prediction
+    done: np.ndarray | None = None  # (T,) bool: positions computed so far (None: all of them)
+
+    @classmethod
+    def empty(cls, n_states: int, t: int, k: int) -> "LensResult":
+        """A result with no position computed yet; logit_lens(into=...) fills windows of it."""
+        return cls(np.zeros((n_states, t, k), np.int32), np.zeros((n_states, t, k), np.float32),
+                   np.full((n_states, t), np.nan, np.float32), np.full((n_states, t), -1, np.int32),
+                   np.zeros((n_states, t), np.float32), np.zeros(t, bool))
+
+    def missing(self, start: int, end: int) -> np.ndarray:
+        """Positions in [start, end) not computed yet."""
+        if self.done is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(~self.done[start:end]) + start
 
     @property
     def nbytes(self) -> int:
@@ -85,39 +99,45 @@ def lens_stats(logits: torch.Tensor, next_ids: torch.Tensor, k: int):
 
 
 def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TOP_K,
-               max_elems: int = LENS_MAX_ELEMS) -> LensResult:
+               max_elems: int = LENS_MAX_ELEMS, start: int = 0, end: int | None = None,
+               into: LensResult | None = None) -> LensResult:
     """Apply the final norm (layers < L) and the LM head to every layer's states, in row chunks.
 
     hidden: (L+1, T, H) with hidden[L] already normed (transformers 5.x) -> LensResult
+    Only positions [start, end) are computed, and of those only the ones `into` lacks: the lens
+    costs T·(L+1) full-vocabulary rows (35 s at T = 1,024 on the default model on 2 CPU cores),
+    so the page asks for the columns it shows and later windows reuse what is done.
     """
     n_states, t, _ = hidden.shape
+    end = t if end is None else end
     last = n_states - 1
     norm = model.get_decoder().norm
     norm_device = next((p.device for p in norm.parameters()), hidden.device)  # another GPU under --device-map
     vocab = int(model.get_output_embeddings().weight.shape[0])
     k = min(top_k, vocab)
-    chunk = max(1, min(t, max_elems // vocab))
+    result = into if into is not None else LensResult.empty(n_states, t, k)
+    todo = torch.from_numpy(result.missing(start, end))  # (M,) positions to compute
+    if result.done is None or not len(todo):
+        return result
+    chunk = max(1, min(len(todo), max_elems // vocab))
     next_ids = torch.tensor(list(ids[1:]) + [-1], dtype=torch.long)  # (T,) token each position predicts
-    top_ids = np.zeros((n_states, t, k), np.int32)
-    top_probs = np.zeros((n_states, t, k), np.float32)
-    chosen_prob = np.zeros((n_states, t), np.float32)
-    chosen_rank = np.zeros((n_states, t), np.int32)
-    entropy = np.zeros((n_states, t), np.float32)
     with torch.inference_mode():
         for layer in range(n_states):
-            for a in range(0, t, chunk):
-                b = min(t, a + chunk)
-                h = hidden[layer, a:b]  # (c, H)
+            for a in range(0, len(todo), chunk):
+                rows = todo[a : a + chunk]  # (c,)
+                h = hidden[layer].index_select(0, rows.to(hidden.device))  # (c, H)
                 if layer < last:
                     h = norm(h.to(norm_device))
                 logits = logits_from_hidden(model, h)  # (c, V)
-                ti, tp, cp, cr, ent = lens_stats(logits, next_ids[a:b].to(logits.device), k)
-                top_ids[layer, a:b] = ti.cpu().numpy()
-                top_probs[layer, a:b] = tp.cpu().numpy()
-                chosen_prob[layer, a:b] = cp.cpu().numpy()
-                chosen_rank[layer, a:b] = cr.cpu().numpy()
-                entropy[layer, a:b] = ent.cpu().numpy()
-    return LensResult(top_ids, top_probs, chosen_prob, chosen_rank, entropy)
+                ti, tp, cp, cr, ent = lens_stats(logits, next_ids[rows].to(logits.device), k)
+                r = rows.numpy()
+                result.top_ids[layer, r] = ti.cpu().numpy()
+                result.top_probs[layer, r] = tp.cpu().numpy()
+                result.chosen_prob[layer, r] = cp.cpu().numpy()
+                result.chosen_rank[layer, r] = cr.cpu().numpy()
+                result.entropy[layer, r] = ent.cpu().numpy()
+    result.done[todo.numpy()] = True
+    return result
 
 
 # ---- chat segments ----------------------------------------------------------------------------

@@ -150,7 +150,9 @@ PATHS = {
     }},
     "/api/logit_lens": {"get": {
         "summary": "Logit lens: each layer's top tokens at each position, the next token's prob/rank, entropy",
-        "parameters": [RUN_ID, _q("top_k", {"type": "integer", "minimum": 1, "maximum": 20, "default": 5})],
+        "parameters": [RUN_ID, _q("top_k", {"type": "integer", "minimum": 1, "maximum": 20, "default": 5}),
+                       _q("start", {"type": "integer", "minimum": 0, "default": 0}),
+                       _q("end", {"type": "integer", "minimum": 1})],
         "responses": _resp({"type": "object"}, 400, 404, 409),
     }},
     "/api/attention_insights": {"get": {

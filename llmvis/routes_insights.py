@@ -66,32 +66,62 @@ def run_segments(eng, run) -> list[str]:
     return think_segments(eng.token_texts(run), list(run.segments))
 
 
+def _lens_window(eng, run, start: int, end: int):
+    """The run's lens with positions [start, end) computed (under the model lock when any is
+    missing); returns (LensResult, seconds spent computing in this call)."""
+    lens = run.view_cache.get("lens")
+    if lens is not None and not len(lens.missing(start, end)):
+        return lens, 0.0
+    with eng.lm.lock:
+        t0 = time.perf_counter()
+        lens = logit_lens(eng.lm.model, run.hidden, run.ids, LENS_TOP_K, start=start, end=end,
+                          into=run.view_cache.get("lens"))
+        run.view_cache["lens"] = lens
+        took = time.perf_counter() - t0
+    eng.store.resize(run)
+    return lens, took
+
+
 @insights_api.get("/logit_lens")
 def logit_lens_view():
-    """Each layer's prediction at each position: final norm + LM head on that layer's state."""
+    """Each layer's prediction at each position: final norm + LM head on that layer's state.
+
+    `start`/`end` (default: every position) limit the columns: only those are computed (once
+    per run) and returned; per-position arrays then cover [start, end), `tokens` and `next_ids`
+    stay whole.
+    """
     eng = _engine()
     run = _run()
     top_k = query_int(request.args, "top_k", default=5, lo=1, hi=LENS_TOP_K)
-    lens, took = _cached(eng, run, "lens", lambda: logit_lens(eng.lm.model, run.hidden, run.ids, LENS_TOP_K))
+    t = run.num_tokens
+    start = query_int(request.args, "start", default=0, lo=0, hi=t - 1)
+    end = query_int(request.args, "end", default=t, lo=1, hi=t)
+    if end <= start:
+        raise BadRequest("end", f"must be greater than start ({start}), got {end}")
+    lens, took = _lens_window(eng, run, start, end)
     k = min(top_k, lens.top_ids.shape[2])
-    top_ids = lens.top_ids[:, :, :k]  # (L+1, T, k)
+    cols = slice(start, end)
+    top_ids = lens.top_ids[:, cols, :k]  # (L+1, W, k)
     texts = {str(i): eng.texts.describe(int(i))["text"] for i in np.unique(top_ids).tolist()}
-    mean_ent = lens.entropy.mean(1)  # (L+1,)
+    entropy = lens.entropy[:, cols]  # (L+1, W)
+    ranks = lens.chosen_rank[:, cols]
     return jsonify({
         "num_layers": int(lens.entropy.shape[0]) - 1,
-        "num_tokens": run.num_tokens,
+        "num_tokens": t,
         "num_prompt_tokens": run.num_prompt,
+        "start": start,
+        "end": end,
         "top_k": k,
         "tokens": eng.token_texts(run),
         "next_ids": [int(i) for i in run.ids[1:]] + [None],
-        "chosen_prob": _list(lens.chosen_prob),
-        "chosen_rank": np.where(lens.chosen_rank < 0, None, lens.chosen_rank).tolist(),
-        "entropy": _list(lens.entropy, 4),
-        "mean_entropy": _list(mean_ent, 4),
-        "first_top1": _ints_or_none(lens.first_top1),
-        "settled_top1": _ints_or_none(lens.settled_top1),
+        "chosen_prob": _list(lens.chosen_prob[:, cols]),
+        "chosen_rank": np.where(ranks < 0, None, ranks).tolist(),
+        "entropy": _list(entropy, 4),
+        "mean_entropy": _list(entropy.mean(1), 4),  # (L+1,) over the window
+        "first_top1": _ints_or_none(lens.first_top1[cols]),
+        "settled_top1": _ints_or_none(lens.settled_top1[cols]),
         "top_ids": top_ids.tolist(),
-        "top_probs": _list(lens.top_probs[:, :, :k], 5),
+        "top_probs": _list(lens.top_probs[:, cols, :k], 5),
         "texts": texts,
         "compute_s": round(took, 4),
     })

@@ -71,6 +71,31 @@ def test_logit_lens_last_layer_is_the_models_output(client, engine, run):
     assert again["compute_s"] == 0 and again["chosen_prob"] == body["chosen_prob"]
 
 
+def test_logit_lens_window_computes_only_what_is_asked(client, engine):
+    """The page asks for the columns it shows (by default the generated tokens): only those are
+    computed, later windows reuse them, and every window equals the same slice of the whole."""
+    run = client.post("/api/generate", json={"prompt": "Name three rivers in Europe.", "temperature": 0,
+                                             "max_new_tokens": 6}).get_json()
+    n, start = run["num_tokens"], run["num_prompt_tokens"] - 1
+    win = get(client, "/api/logit_lens", run_id=run["run_id"], start=start, top_k=3)
+    assert (win["start"], win["end"]) == (start, n) and win["compute_s"] > 0
+    assert len(win["chosen_prob"][0]) == n - start and len(win["first_top1"]) == n - start
+    assert len(win["tokens"]) == n and len(win["next_ids"]) == n  # whole, for labels
+    lens = engine.get_run(run["run_id"]).view_cache["lens"]
+    assert lens.done.sum() == n - start  # nothing outside the window was computed
+    again = get(client, "/api/logit_lens", run_id=run["run_id"], start=start + 2, end=n - 1, top_k=3)
+    assert again["compute_s"] == 0
+    assert again["chosen_prob"] == [row[2:-1] for row in win["chosen_prob"]]
+    whole = get(client, "/api/logit_lens", run_id=run["run_id"], top_k=3)
+    assert whole["compute_s"] > 0 and lens.done.all() and (whole["start"], whole["end"]) == (0, n)
+    for name in ("chosen_prob", "chosen_rank", "entropy", "top_ids", "top_probs"):
+        assert [row[start:] for row in whole[name]] == win[name], name
+    assert whole["first_top1"][start:] == win["first_top1"]
+    # the model's own next-token prob at the last layer, inside the window too
+    for p in range(start, n - 1):
+        assert win["chosen_prob"][30][p - start] == pytest.approx(run["tokens"][p + 1]["prob"], rel=1e-3, abs=1e-6)
+
+
 def test_attention_insights_per_head_and_kv_groups(client, engine, run):
     body = get(client, "/api/attention_insights", run_id=run["run_id"])
     assert (body["num_layers"], body["num_heads"], body["num_kv_heads"]) == (30, 9, 3)
@@ -154,6 +179,10 @@ def test_think_segments_on_a_real_run(client):
     ("/api/logit_lens", {"top_k": "0"}, "top_k"),
     ("/api/logit_lens", {"top_k": "21"}, "top_k"),
     ("/api/logit_lens", {"top_k": "x"}, "top_k"),
+    ("/api/logit_lens", {"start": "5", "end": "5"}, "end"),
+    ("/api/logit_lens", {"start": "99999"}, "start"),
+    ("/api/logit_lens", {"end": "99999"}, "end"),
+    ("/api/logit_lens", {"start": "-1"}, "start"),
     ("/api/attention_row", {"position": "-1"}, "position"),
     ("/api/attention_row", {}, "position"),
     ("/api/attention_row", {"position": "99999"}, "position"),

@@ -32,26 +32,34 @@ def open_tab(page: Page, tab: str) -> str:
 def test_layers_tab_shows_the_logit_lens(page: Page, screenshot_dir):
     generate(page, "The capital of France is", max_new_tokens=6)
     n = page.get_by_test_id("token").count()
-    open_tab(page, "lens")
+    # By default only the positions that predict generated tokens, and only those are fetched
+    # (and computed): few columns, so cells carry top-1 text.
+    with page.expect_response(lambda r: "/api/logit_lens" in r.url) as first:
+        open_tab(page, "lens")
+    gen = page.locator("[data-testid='token'][data-source='generated']").count()
+    assert f"start={n - gen - 1}" in first.value.url and f"end={n}" in first.value.url
     chart = page.get_by_test_id("chart")
     expect(chart).to_have_attribute("data-layers", "31")  # embeddings + 30 layers
-    expect(chart).to_have_attribute("data-columns", str(n - 1))
+    expect(chart).to_have_attribute("data-columns", str(gen))
+    expect(chart).to_have_attribute("data-labels", "1")
     expect(chart).to_have_attribute("data-metric", "prob")
     assert int(chart.get_attribute("data-first-top1")) > 0, "markers for the first top-1 layer"
     opt = page.evaluate(OPTION_JS)
     assert opt["yAxis"][0]["data"][0] == "emb" and opt["yAxis"][0]["data"][-1] == "30 out"
     assert len(opt["series"][2]["data"]) == 31, "mean entropy of every layer"
     expect(page.get_by_test_id("view-caption")).to_contain_text("Logit lens")
-    page.screenshot(path=str(screenshot_dir / "lens.png"))
+    page.screenshot(path=str(screenshot_dir / "lens-generated.png"))
 
-    # Only the positions that predict generated tokens: few columns, so cells carry top-1 text.
+    # The whole sequence: every position but the last.
+    before = rendered(page)
+    page.get_by_test_id("lens-range").select_option("all")
+    wait_rendered(page, "lens", before)
+    expect(chart).to_have_attribute("data-columns", str(n - 1))
+    page.screenshot(path=str(screenshot_dir / "lens.png"))
     before = rendered(page)
     page.get_by_test_id("lens-range").select_option("generated")
     wait_rendered(page, "lens", before)
-    gen = page.locator("[data-testid='token'][data-source='generated']").count()
     expect(chart).to_have_attribute("data-columns", str(gen))
-    expect(chart).to_have_attribute("data-labels", "1")
-    page.screenshot(path=str(screenshot_dir / "lens-generated.png"))
 
     before = rendered(page)
     page.get_by_test_id("lens-metric").select_option("rank")

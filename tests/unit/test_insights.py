@@ -124,6 +124,22 @@ def tiny_run(make_tiny):
     return model, res
 
 
+def test_logit_lens_windows_fill_in_to_the_whole(tiny_run):
+    model, res = tiny_run
+    whole = logit_lens(model, res.hidden, res.ids, top_k=7)
+    part = logit_lens(model, res.hidden, res.ids, top_k=7, start=3, end=9, max_elems=211 * 4)
+    assert part.done.tolist() == [3 <= p < 9 for p in range(len(res.ids))]
+    assert np.array_equal(part.top_ids[:, 3:9], whole.top_ids[:, 3:9])
+    assert (part.chosen_rank[:, :3] == -1).all()  # not computed: no rank claimed
+    logit_lens(model, res.hidden, res.ids, top_k=7, start=0, end=5, into=part)  # only 0..2 are new
+    logit_lens(model, res.hidden, res.ids, top_k=7, into=part)
+    assert part.done.all()
+    for name in ("top_ids", "top_probs", "chosen_rank", "entropy"):
+        assert np.allclose(getattr(part, name), getattr(whole, name), atol=1e-6), name
+    assert np.allclose(part.chosen_prob, whole.chosen_prob, atol=1e-6, equal_nan=True)
+    assert np.array_equal(part.first_top1, whole.first_top1)
+
+
 def test_logit_lens_last_layer_is_the_models_output_and_earlier_layers_use_the_final_norm(tiny_run):
     model, res = tiny_run
     ids = res.ids

@@ -89,7 +89,8 @@ export function createApi({ base = '', cacheSize = 64 } = {}) {
     hiddenSimilarity: (runId, opts) => getJSON('/api/hidden_similarity', { run_id: runId }, opts),
     projection: (runId, layer, opts) =>
       getJSON('/api/embedding_projection', { run_id: runId, layer, method: 'pca' }, opts),
-    logitLens: (runId, topK, opts) => getJSON('/api/logit_lens', { run_id: runId, top_k: topK }, opts),
+    logitLens: (runId, topK, window = {}, opts) =>
+      getJSON('/api/logit_lens', { run_id: runId, top_k: topK, ...window }, opts),
     attentionInsights: (runId, opts) => getJSON('/api/attention_insights', { run_id: runId }, opts),
     attentionRow: (runId, position, head, opts) =>
       getJSON('/api/attention_row', { run_id: runId, position, head }, opts),

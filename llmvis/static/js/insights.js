@@ -6,7 +6,7 @@ import { headLabel } from './views/attention.js';
 import {
   HEAD_METRICS, SEGMENT_COLOURS, buildHeadsGridOption, buildRowOption, buildSegmentsOption, gridCellToHead,
 } from './views/heads.js';
-import { buildLensOption, lensCellToPosition } from './views/lens.js';
+import { buildLensOption, expandLensWindow, lensCellToPosition, lensColumns } from './views/lens.js';
 
 function option(doc, value, text) {
   const o = doc.createElement('option');
@@ -67,7 +67,7 @@ export function markSegments(doc, root, segments, t) {
 export function createInsights(deps) {
   const { doc, api, conversationRoot } = deps;
   const $ = (id) => doc.getElementById(id);
-  const s = { lensMetric: 'prob', lensRange: 'all', mode: 'grid', metric: 'entropy', rowHead: 'mean' };
+  const s = { lensMetric: 'prob', lensRange: 'generated', mode: 'grid', metric: 'entropy', rowHead: 'mean' };
   let segments = null;
   let runId = null;
 
@@ -77,7 +77,10 @@ export function createInsights(deps) {
 
   const loaders = {
     async lens(run, ctx) {
-      const data = await api.logitLens(run.run_id, 5);
+      // only the columns on show are computed (and cached) by the server
+      const n = run.num_tokens ?? run.tokens.length;
+      const { start } = lensColumns(n, run.num_prompt_tokens, s.lensRange);
+      const data = expandLensWindow(await api.logitLens(run.run_id, 5, { start, end: n }));
       return buildLensOption(data, { ...ctx, metric: s.lensMetric, range: s.lensRange });
     },
     async heads(run, ctx) {

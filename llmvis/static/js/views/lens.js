@@ -10,10 +10,29 @@ import { visibleText } from '../tokens.js';
 
 export const LENS_METRICS = Object.freeze(['prob', 'rank', 'entropy']);
 
-/** Column range for the lens: every position, or those that predict generated tokens. Pure. */
+/**
+ * Column range for the lens: every position, or those that predict generated tokens (a scored
+ * text has none, so it shows every position). Pure.
+ */
 export function lensColumns(numTokens, numPrompt, range) {
-  const start = range === 'generated' ? Math.max(0, Math.min(numTokens - 1, numPrompt - 1)) : 0;
+  const start = range === 'generated' && numPrompt < numTokens ? Math.max(0, numPrompt - 1) : 0;
   return { start, end: numTokens - 1 }; // the last position predicts nothing we can check
+}
+
+/**
+ * The server computes and sends only a window [start, end) of positions (the lens costs one
+ * full-vocabulary row per layer and position). Put the window's per-position arrays back at their
+ * absolute positions, with null outside, so the chart indexes them by position. Pure.
+ */
+export function expandLensWindow(data) {
+  const off = data.start || 0;
+  if (!off) return data;
+  const pad = (row) => new Array(off).fill(null).concat(row);
+  const out = { ...data, start: 0 };
+  for (const name of ['chosen_prob', 'chosen_rank', 'entropy', 'top_ids', 'top_probs']) out[name] = data[name].map(pad);
+  for (const name of ['first_top1', 'settled_top1']) out[name] = pad(data[name]);
+  out.window = { start: off, end: data.end };
+  return out;
 }
 
 /** Value and colour-scale value of one cell for a metric. Pure. */
