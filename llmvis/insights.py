@@ -28,6 +28,7 @@ from .generation import logits_from_hidden, text_config
 LENS_TOP_K = 20            # top tokens kept per (layer, position); the API's top_k is at most this
 LENS_MAX_ELEMS = 1 << 23   # rows x vocab of float32 logits handled at once (32 MiB)
 ATTN_ROW_CHUNK = 256       # query rows of attention probabilities computed at once
+ROWS_PER_GROUP = 256       # head statistics: query rows used per (segment, prompt/generated) group
 SEGMENTS = ("system", "user", "assistant", "think", "template")
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -211,6 +212,7 @@ class AttentionStats:
     seg_entropy: np.ndarray    # (L, S) mean attention entropy (over heads) of query rows in each segment
     segments: tuple[str, ...]  # the S segment names
     num_gen_queries: int       # how many generated query rows seg_share averages over
+    query_rows_used: int = 0   # query rows actually computed (all of them unless the run is long)
 
     @property
     def nbytes(self) -> int:
@@ -233,45 +235,50 @@ class HeadStatsAccumulator:
         self.ent_norm = torch.zeros(num_heads, dtype=torch.float64)
         self.sink = torch.zeros(num_heads, dtype=torch.float64)
         self.prev = torch.zeros(num_heads, dtype=torch.float64)
-        self.rows = 0
+        self.rows = 0.0        # weighted count of the rows in the per-head means
+        self.gen_weight = 0.0  # weighted count of generated rows in seg_share
         self.seg_share = torch.zeros(num_segments, dtype=torch.float64)
         self.seg_ent = torch.zeros(num_segments, dtype=torch.float64)
         self.seg_rows = torch.zeros(num_segments, dtype=torch.float64)
 
-    def add(self, probs: torch.Tensor, rows: torch.Tensor) -> None:
-        """probs: (Hq, R, T) attention of query rows `rows` (R,)."""
+    def add(self, probs: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """probs: (Hq, R, T) attention of query rows `rows` (R,); each row counts `weights` (R,)
+        times (1 when every row is computed; more when the rows are a sample of their group)."""
         probs = probs.float()
         p = probs
+        w = torch.ones(rows.shape[0], dtype=torch.float64) if weights is None else weights.double()  # (R,)
         row_ent = -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(-1)  # (Hq, R)
         seg_of_row = self.seg_index[rows]  # (R,)
         mean_ent = row_ent.mean(0).double()  # (R,)
-        self.seg_ent.index_add_(0, seg_of_row, mean_ent)
-        self.seg_rows.index_add_(0, seg_of_row, torch.ones_like(mean_ent))
+        self.seg_ent.index_add_(0, seg_of_row, mean_ent * w)
+        self.seg_rows.index_add_(0, seg_of_row, w)
         gen = self.gen_rows[rows]  # (R,)
         if gen.any():
             share = torch.matmul(probs[:, gen], self.onehot)  # (Hq, G, S)
-            self.seg_share += share.mean(0).sum(0).double()
+            self.seg_share += (share.mean(0).double() * w[gen, None]).sum(0)
+            self.gen_weight += float(w[gen].sum())
         keep = rows > 0  # row 0 sees only itself: entropy 0, sink 1; it would only dilute the means
         if self.t == 1:
             keep = torch.ones_like(keep)
         if not keep.any():
             return
-        r = rows[keep]
+        r, wk = rows[keep], w[keep]
         pk = probs[:, keep]  # (Hq, R', T)
         visible = (r + 1).double()
         if self.window:
             visible = visible.clamp(max=self.window)
         log_vis = torch.log(visible).clamp(min=1e-12)  # (R',); rows with one visible key have entropy 0
-        self.ent += row_ent[:, keep].double().sum(1)
-        self.ent_norm += (row_ent[:, keep].double() / log_vis).sum(1)
-        self.sink += pk[:, :, 0].double().sum(1)
+        self.ent += (row_ent[:, keep].double() * wk).sum(1)
+        self.ent_norm += (row_ent[:, keep].double() / log_vis * wk).sum(1)
+        self.sink += (pk[:, :, 0].double() * wk).sum(1)
         prev_idx = (r - 1).clamp(min=0)  # (R',)
-        self.prev += pk.gather(2, prev_idx.view(1, -1, 1).expand(pk.shape[0], -1, 1)).squeeze(2).double().sum(1)
-        self.rows += int(r.numel())
+        prev = pk.gather(2, prev_idx.view(1, -1, 1).expand(pk.shape[0], -1, 1)).squeeze(2).double()  # (Hq, R')
+        self.prev += (prev * wk).sum(1)
+        self.rows += float(wk.sum())
 
     def result(self) -> dict:
-        n = max(1, self.rows)
-        n_gen = int(self.gen_rows.sum())
+        n = max(1.0, self.rows)
+        n_gen = self.gen_weight
         seg_ent = torch.where(self.seg_rows > 0, self.seg_ent / self.seg_rows.clamp(min=1),
                               torch.full_like(self.seg_ent, math.nan))
         return {
@@ -279,32 +286,62 @@ class HeadStatsAccumulator:
             "entropy_norm": (self.ent_norm / n).float().numpy(),
             "sink": (self.sink / n).float().numpy(),
             "prev": (self.prev / n).float().numpy(),
-            "seg_share": (self.seg_share / max(1, n_gen)).float().numpy() if n_gen else
+            "seg_share": (self.seg_share / n_gen).float().numpy() if n_gen else
             np.full(self.num_segments, np.nan, np.float32),
             "seg_entropy": seg_ent.float().numpy(),
         }
 
 
-def stats_reducer(acc: HeadStatsAccumulator, chunk: int = ATTN_ROW_CHUNK):
-    """A trace.layer_attention_reduce reducer that feeds row chunks of attention to `acc`."""
+def sample_rows(seg_index: torch.Tensor, gen_rows: torch.Tensor, per_group: int = ROWS_PER_GROUP):
+    """Query rows for the head statistics, and the weight of each. Pure.
+
+    Rows are grouped by (segment, prompt or generated). A group of at most `per_group` rows is
+    taken whole (weight 1); a larger one by `per_group` evenly spaced rows, each weighing
+    group size / rows taken, so every weighted mean estimates the mean over all rows without
+    bias and short segments (a system prompt, the answer) are never left out. Short runs are
+    exact. seg_index, gen_rows: (T,) -> rows (R,) ascending, weights (R,) float64
+    """
+    key = seg_index.long() * 2 + gen_rows.long()  # (T,)
+    rows, weights = [], []
+    for k in torch.unique(key).tolist():
+        members = torch.nonzero(key == k).flatten()  # (c,)
+        c = int(members.numel())
+        if c <= per_group:
+            take = members
+        else:
+            take = members[torch.linspace(0, c - 1, per_group).round().long().unique()]
+        rows.append(take)
+        weights.append(torch.full((take.numel(),), c / take.numel(), dtype=torch.float64))
+    rows_t, w_t = torch.cat(rows), torch.cat(weights)
+    order = torch.argsort(rows_t)
+    return rows_t[order], w_t[order]
+
+
+def stats_reducer(acc: HeadStatsAccumulator, chunk: int = ATTN_ROW_CHUNK, rows=None, weights=None):
+    """A trace.layer_attention_reduce reducer that feeds row chunks of attention to `acc`
+    (every query row, or the given `rows` with their `weights`)."""
 
     def reduce(query, key, scaling, softcap, window):
         t = query.shape[1]
         acc.window = window
-        for a in range(0, t, chunk):
-            rows = torch.arange(a, min(t, a + chunk))  # (R,)
-            probs = causal_attention_rows(query, key, rows, scaling, softcap=softcap, sliding_window=window)  # (Hq, R, T)
-            acc.add(probs.cpu(), rows)
+        todo = torch.arange(t) if rows is None else rows  # (R,)
+        for a in range(0, int(todo.numel()), chunk):
+            part = todo[a : a + chunk]  # (r,)
+            probs = causal_attention_rows(query, key, part, scaling, softcap=softcap, sliding_window=window)  # (Hq, r, T)
+            acc.add(probs.cpu(), part, None if weights is None else weights[a : a + chunk])
         return acc
 
     return reduce
 
 
 def attention_stats(model, hidden: torch.Tensor, segments: list[str], num_prompt: int,
-                    chunk: int = ATTN_ROW_CHUNK) -> AttentionStats:
+                    chunk: int = ATTN_ROW_CHUNK, per_group: int | None = None) -> AttentionStats:
     """Every layer's attention, reduced to per-head and per-segment statistics as it is computed.
 
     hidden: (L+1, T, H); the attention of layer l is recomputed from hidden[l] (its input).
+    Long runs use a weighted sample of query rows (`sample_rows`): the cost is every layer's
+    attention for those rows, about 40 s at 4,096 tokens on the default model on 2 CPU cores
+    when every row is computed.
     """
     from .runs import layer_attention_reduce
 
@@ -313,17 +350,21 @@ def attention_stats(model, hidden: torch.Tensor, segments: list[str], num_prompt
     num_heads = int(text_config(model).num_attention_heads)
     seg_index = torch.tensor([SEGMENTS.index(s) if s in SEGMENTS else SEGMENTS.index("template") for s in segments])
     gen_rows = torch.arange(t) >= num_prompt  # (T,)
+    rows, weights = sample_rows(seg_index, gen_rows, ROWS_PER_GROUP if per_group is None else per_group)
+    if rows.numel() == t:
+        rows = weights = None  # every row, weight 1: exact
     per_layer = []
     for layer in range(n_layers):
         acc = HeadStatsAccumulator(num_heads, seg_index, len(SEGMENTS), gen_rows)
-        layer_attention_reduce(model, hidden[layer], layer, stats_reducer(acc, chunk))
+        layer_attention_reduce(model, hidden[layer], layer, stats_reducer(acc, chunk, rows, weights))
         per_layer.append(acc.result())
 
     def stack(name):
         return np.stack([r[name] for r in per_layer]).astype(np.float32)  # (L, ...)
 
     return AttentionStats(stack("entropy"), stack("entropy_norm"), stack("sink"), stack("prev"),
-                          stack("seg_share"), stack("seg_entropy"), SEGMENTS, int(gen_rows.sum()))
+                          stack("seg_share"), stack("seg_entropy"), SEGMENTS, int(gen_rows.sum()),
+                          t if rows is None else int(rows.numel()))
 
 
 def kv_groups(num_heads: int, num_kv_heads: int) -> list[int]:

@@ -151,6 +151,7 @@ def attention_insights():
         "sink": _list(stats.sink, 5),
         "prev": _list(stats.prev, 5),
         "num_tokens": run.num_tokens,
+        "query_rows_used": stats.query_rows_used,  # < num_tokens: estimated from a weighted sample of query rows
         "compute_s": round(took, 4),
     })
 
@@ -213,5 +214,6 @@ def segments():
         "attention_share": {s: _list(stats.seg_share[:, i], 5) for s, i in idx.items()},
         "attention_entropy": {s: _list(stats.seg_entropy[:, i], 5) for s, i in idx.items()},
         "num_layers": int(stats.seg_share.shape[0]),
+        "query_rows_used": stats.query_rows_used,
         "compute_s": round(took, 4),
     })

@@ -96,6 +96,23 @@ def test_logit_lens_window_computes_only_what_is_asked(client, engine):
         assert win["chosen_prob"][30][p - start] == pytest.approx(run["tokens"][p + 1]["prob"], rel=1e-3, abs=1e-6)
 
 
+def test_head_statistics_of_a_long_run_use_a_weighted_sample_of_query_rows(client):
+    """Past 256 rows in a (segment, prompt/generated) group the head statistics are estimated
+    from a weighted sample of query rows; the answer says so, and every segment keeps its rows."""
+    prompt = " ".join(["apples and pears"] * 200)  # ~600 user tokens
+    run = client.post("/api/generate", json={"prompt": prompt, "system": "Be brief.", "temperature": 0,
+                                             "max_new_tokens": 3}).get_json()
+    n = run["num_tokens"]
+    body = get(client, "/api/attention_insights", run_id=run["run_id"])
+    assert n > 500 and body["num_tokens"] == n and body["query_rows_used"] < n / 2
+    assert all(0 <= v <= 1 + 1e-4 for r in body["sink"] + body["prev"] for v in r)
+    seg = get(client, "/api/segments", run_id=run["run_id"])
+    assert seg["query_rows_used"] == body["query_rows_used"]
+    assert all(v is not None for v in seg["attention_entropy"]["system"])  # a short segment is kept whole
+    for layer in range(30):
+        assert sum(seg["attention_share"][s][layer] for s in seg["names"]) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_attention_insights_per_head_and_kv_groups(client, engine, run):
     body = get(client, "/api/attention_insights", run_id=run["run_id"])
     assert (body["num_layers"], body["num_heads"], body["num_kv_heads"]) == (30, 9, 3)

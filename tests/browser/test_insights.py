@@ -76,6 +76,15 @@ def test_layers_tab_shows_the_logit_lens(page: Page, screenshot_dir):
     assert dl.value.suggested_filename == "llmvis-lens-rank-generated.png"
 
 
+def test_heads_grid_of_a_long_run_says_it_is_estimated(page: Page):
+    generate(page, " ".join(["apples and pears"] * 200), max_new_tokens=2)
+    open_tab(page, "heads")
+    chart = page.get_by_test_id("chart")
+    n = page.get_by_test_id("token").count()
+    assert int(chart.get_attribute("data-query-rows")) < n
+    expect(page.get_by_test_id("view-caption")).to_contain_text(f"of {n} query positions")
+
+
 def test_heads_grid_opens_a_head_in_the_attention_tab(page: Page, screenshot_dir):
     generate(page, "Count: one, two, three,", max_new_tokens=6)
     open_tab(page, "heads")

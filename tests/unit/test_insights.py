@@ -13,7 +13,7 @@ from llmvis.analysis import causal_attention_probs, causal_attention_rows
 from llmvis.generation import GenerationParams, decode
 from llmvis.insights import (
     SEGMENTS, HeadStatsAccumulator, LensResult, attention_row_all_layers, attention_stats, first_true,
-    kv_groups, lens_stats, logit_lens, segment_spans, think_segments,
+    kv_groups, lens_stats, logit_lens, sample_rows, segment_spans, think_segments,
 )
 from llmvis.runs import layer_attention, layer_attention_rows
 
@@ -172,6 +172,41 @@ def test_logit_lens_last_layer_is_the_models_output_and_earlier_layers_use_the_f
         assert lens.chosen_prob[layer, 0] == pytest.approx(want[0, ids[1]].item(), rel=1e-4)
     # Only top-k and per-position scalars are kept, never (L+1, T, V).
     assert lens.nbytes < (n_layers + 1) * t * 211 * 4
+
+
+def test_sample_rows_keeps_small_groups_whole_and_weighs_the_rest():
+    seg = torch.tensor([0] * 3 + [1] * 40 + [2] * 5 + [1] * 12)  # (60,)
+    gen = torch.arange(60) >= 48  # the last 12 rows are generated (segment 1)
+    rows, w = sample_rows(seg, gen, per_group=10)
+    assert rows.tolist() == sorted(set(rows.tolist()))
+    for members in ([0, 1, 2], list(range(43, 48))):  # groups of <= 10 rows: whole, weight 1
+        assert set(members) <= set(rows.tolist()) and all(w[rows == m].item() == 1.0 for m in members)
+    big = (rows >= 3) & (rows < 43)  # 40 prompt rows of segment 1: 10 of them, 4 each
+    assert int(big.sum()) == 10 and torch.allclose(w[big], torch.full((10,), 4.0, dtype=torch.float64))
+    gen_rows = rows >= 48  # 12 generated rows: 10, 1.2 each
+    assert int(gen_rows.sum()) == 10 and w[gen_rows].sum().item() == pytest.approx(12.0)
+    assert w.sum().item() == pytest.approx(60.0)  # the weights add up to every row
+    rows, w = sample_rows(seg, gen, per_group=100)
+    assert rows.tolist() == list(range(60)) and (w == 1).all()
+
+
+def test_sampled_attention_stats_estimate_the_exact_ones(make_tiny):
+    """A long run: the head statistics from a weighted sample of query rows are close to the
+    exact ones (every row), and short segments are still represented."""
+    model = make_tiny("qwen3", layers=2, seed=4)
+    ids = [1] + [int(i) for i in torch.randint(5, 200, (299,), generator=torch.Generator().manual_seed(0))]
+    res = decode(model, ids, GenerationParams(0.0, 0, 1.0, 20, seed=0), stop_ids=set(), top_k_record=5)
+    t, n_prompt = len(res.ids), res.num_prompt
+    segs = ["template"] * 2 + ["system"] * 6 + ["user"] * (n_prompt - 8) + ["assistant"] * (t - n_prompt)
+    exact = attention_stats(model, res.hidden, segs, n_prompt, per_group=10**6)
+    approx = attention_stats(model, res.hidden, segs, n_prompt, per_group=24)
+    assert exact.query_rows_used == t and approx.query_rows_used == 2 + 6 + 24 + 20
+    for name in ("entropy", "entropy_norm", "sink", "prev"):
+        a, b = getattr(approx, name), getattr(exact, name)
+        assert np.allclose(a, b, rtol=0.1, atol=0.02), (name, np.abs(a - b).max())
+    assert np.allclose(approx.seg_share, exact.seg_share, atol=1e-6)  # every generated row is used
+    system = SEGMENTS.index("system")
+    assert np.allclose(approx.seg_entropy[:, system], exact.seg_entropy[:, system], atol=1e-6)
 
 
 def test_attention_stats_match_the_full_matrices(tiny_run):

@@ -166,10 +166,16 @@ export function buildHeadsGridOption(data, ctx) {
   const best = flat.reduce((a, c) => (c[2] > a[2] ? c : a), flat[0] || [0, 0, 0]);
   const caption = t('heads.caption', {
     metric: t(`heads.metric.${metric}`), l: best[1], h: best[0], v: (best[2] ?? 0).toFixed(3), kvh: data.num_kv_heads, hq: Hq,
-  });
+  }) + sampledNote(t, data.query_rows_used, data.num_tokens);
   return { option, caption, meta: {
     mode: 'grid', metric, layers: L, heads: Hq, 'kv-heads': data.num_kv_heads, cells: cells.length, plot: `${left},${top},${plotW},${plotH}`,
+    'query-rows': data.query_rows_used ?? data.num_tokens,
   } };
+}
+
+/** " · estimated from N of T query positions" when the server sampled query rows (long runs). Pure. */
+export function sampledNote(t, used, total) {
+  return used != null && used < total ? ` · ${t('heads.sampled', { used, total })}` : '';
 }
 
 /** Map a clicked grid cell to {layer, head}. */
@@ -326,8 +332,8 @@ export function buildSegmentsOption(data, ctx) {
   };
   const ent = names.filter((s) => data.token_entropy[s] != null)
     .map((s) => `${segName(s)} ${data.token_entropy[s].toFixed(2)}`).join(' · ');
-  const caption = data.num_generated_queries
+  const caption = (data.num_generated_queries
     ? t('segments.caption', { ent })
-    : t('segments.noGenerated');
+    : t('segments.noGenerated')) + sampledNote(t, data.query_rows_used, data.segments.length);
   return { option, caption, meta: { mode: 'segments', segments: names.join(','), layers: L } };
 }

@@ -1,12 +1,14 @@
-"""Benchmark: the logit lens (Layers tab) on long runs, the window the page asks for vs the whole.
+"""Benchmark: the Layers (logit lens) and Heads tabs on long runs.
 
 The lens turns every layer's state at every position into a full-vocabulary distribution:
 (L+1)·T rows of V logits. The page asks only for the columns it shows (by default the positions
 that predict generated tokens), and the server computes only those. Prints one JSON object with,
 per length, the server time of that default request, of a second request (cached), and of the
 whole sequence (only up to --whole-max tokens: it grows linearly with T, ~35 s at 1,024 here).
+The Heads grid's statistics (every layer's attention) use a weighted sample of query rows past
+256 rows per segment group; its first request is timed too.
 
-    python bench/bench_lens.py [--lengths 1024 4096] [--new-tokens 16] [--whole-max 1024]
+    python bench/bench_insights.py [--lengths 1024 4096] [--new-tokens 16] [--whole-max 1024]
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def main() -> None:
 
     lm = load_model(ModelConfig())
     client = create_app(Engine(lm, ServerConfig(max_new_tokens=args.new_tokens))).test_client()
-    out = {"benchmark": "logit_lens", "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(),
+    out = {"benchmark": "insights", "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(),
            "model": lm.name, "lengths": {}}
 
     def lens(rid, **window):
@@ -51,6 +53,10 @@ def main() -> None:
         res = {"num_tokens": t, "window_columns": t - start}
         res["generated_window_first_s"], res["generated_window_bytes"] = lens(rid, start=start, end=t)
         res["generated_window_cached_s"], _ = lens(rid, start=start, end=t)
+        t0 = time.perf_counter()
+        resp = client.get("/api/attention_insights", query_string={"run_id": rid})
+        res["heads_grid_first_s"] = round(time.perf_counter() - t0, 3)
+        res["heads_grid_query_rows_used"] = resp.get_json()["query_rows_used"]
         if t <= args.whole_max:
             res["whole_first_s"], res["whole_bytes"] = lens(rid)
             res["speedup_window_vs_whole"] = round(res["whole_first_s"] / res["generated_window_first_s"], 1)
