@@ -119,7 +119,7 @@ def main() -> None:
                     "attention_layer_cached_ms_median": round(statistics.median(cached_layer), 1),
                 }
                 if n >= 4096 or n == max(args.lengths):
-                    for view in ("probs", "entropy", "similarity", "projection"):
+                    for view in ("probs", "entropy", "similarity", "projection", "lens", "heads"):
                         res[f"tab_{view}_ms"] = round(page.evaluate(TIME_TAB_JS, view), 1)
                 out["lengths"][str(n)] = res
                 page.close()

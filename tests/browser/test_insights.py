@@ -76,6 +76,29 @@ def test_layers_tab_shows_the_logit_lens(page: Page, screenshot_dir):
     assert dl.value.suggested_filename == "llmvis-lens-rank-generated.png"
 
 
+def test_layers_tab_on_a_long_scored_text_shows_its_last_positions(page: Page):
+    """A scored text has no generated tokens: the Layers tab opens on its last 64 positions (the
+    whole lens of a long text costs minutes on a CPU) and says so; "whole sequence" shows all."""
+    page.get_by_test_id("mode-score").click()
+    page.get_by_test_id("score-text").fill(" ".join(["The river flows to the sea."] * 20))
+    before = rendered(page)
+    with page.expect_response(lambda r: r.url.endswith("/api/score")) as resp:
+        page.get_by_test_id("score-submit").click()
+    n = resp.value.json()["num_tokens"]
+    wait_rendered(page, "attention", before)
+    assert n > 100
+    with page.expect_response(lambda r: "/api/logit_lens" in r.url) as lens:
+        open_tab(page, "lens")
+    assert f"start={n - 1 - 64}" in lens.value.url
+    chart = page.get_by_test_id("chart")
+    expect(chart).to_have_attribute("data-columns", "64")
+    expect(page.get_by_test_id("view-caption")).to_contain_text("no generated tokens: the last 64 positions")
+    before = rendered(page)
+    page.get_by_test_id("lens-range").select_option("all")
+    wait_rendered(page, "lens", before)
+    expect(chart).to_have_attribute("data-columns", str(n - 1))
+
+
 def test_heads_grid_of_a_long_run_says_it_is_estimated(page: Page):
     generate(page, " ".join(["apples and pears"] * 200), max_new_tokens=2)
     open_tab(page, "heads")

@@ -10,13 +10,18 @@ import { visibleText } from '../tokens.js';
 
 export const LENS_METRICS = Object.freeze(['prob', 'rank', 'entropy']);
 
+export const LENS_TAIL = 64; // positions shown for "generated tokens" when a run has none (a scored text)
+
 /**
- * Column range for the lens: every position, or those that predict generated tokens (a scored
- * text has none, so it shows every position). Pure.
+ * Column range for the lens: every position, or those that predict generated tokens. A scored
+ * text has none: it shows its last LENS_TAIL positions (`tail` is true), since the whole lens of a
+ * long text costs minutes on a CPU. Pure.
  */
 export function lensColumns(numTokens, numPrompt, range) {
-  const start = range === 'generated' && numPrompt < numTokens ? Math.max(0, numPrompt - 1) : 0;
-  return { start, end: numTokens - 1 }; // the last position predicts nothing we can check
+  const end = numTokens - 1; // the last position predicts nothing we can check
+  if (range !== 'generated') return { start: 0, end, tail: false };
+  if (numPrompt < numTokens) return { start: Math.max(0, numPrompt - 1), end, tail: false };
+  return { start: Math.max(0, end - LENS_TAIL), end, tail: true };
 }
 
 /**
@@ -54,7 +59,7 @@ export function buildLensOption(data, ctx) {
   const metric = LENS_METRICS.includes(ctx.metric) ? ctx.metric : 'prob';
   const L1 = data.num_layers + 1;
   const n = data.num_tokens;
-  const { start, end } = lensColumns(n, data.num_prompt_tokens, ctx.range);
+  const { start, end, tail } = lensColumns(n, data.num_prompt_tokens, ctx.range);
   const cols = Math.max(0, end - start);
   const short = ctx.labels || data.tokens.map((x) => visibleText(x, 12));
   const long = ctx.longLabels || data.tokens.map((x) => visibleText(x, 32));
@@ -272,7 +277,8 @@ export function buildLensOption(data, ctx) {
     if (data.settled_top1[p] != null) { settledAt += data.settled_top1[p]; counted += 1; }
   }
   const caption = t('lens.caption', { n: cols, metric: t(`lens.metric.${metric}`) })
-    + (counted ? ` · ${t('lens.settled', { l: (settledAt / counted).toFixed(1) })}` : '');
+    + (counted ? ` · ${t('lens.settled', { l: (settledAt / counted).toFixed(1) })}` : '')
+    + (tail ? ` · ${t('lens.tail', { k: cols })}` : '');
   return {
     option,
     caption,
