@@ -50,6 +50,7 @@ bench: setup
 	$(PY) bench/bench_decode.py
 	$(PY) bench/bench_long.py
 	$(PY) bench/bench_insights.py
+	$(PY) bench/bench_threads.py
 	$(PY) bench/bench_start.py
 	$(PY) bench/bench_browser.py
 

@@ -79,6 +79,9 @@ def cmd_serve(args, on_engine=None) -> int:
         raise LlmvisError(f"--port must be in 1..65535, got {args.port}")
     if args.host not in ("127.0.0.1", "localhost", "::1"):  # said first, before the slow model load
         log.warning("binding to %s: the app is reachable from the network and has no authentication", args.host)
+    from .store import tune_allocator
+
+    tune_allocator()  # before any worker thread exists
     with stage_bar("Loading model", enabled=getattr(args, "progress", False)):
         lm = load_model(mcfg)
     log.info("loaded %s in %.1f s (%s)", lm.name, lm.load_s, "cache" if lm.from_cache else "converted")

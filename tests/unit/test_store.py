@@ -38,3 +38,14 @@ def test_resize_evicts_others_but_keeps_the_growing_run():
     a.nbytes = 90
     store.resize(a)
     assert "a" in store and "b" not in store
+
+
+def test_tune_allocator_applies_on_glibc_and_is_idempotent():
+    import platform
+
+    from llmvis.store import tune_allocator
+
+    first, second = tune_allocator(), tune_allocator()
+    assert first == second
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True
