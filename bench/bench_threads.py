@@ -24,11 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def measure(tokens: int, repeats: int, tuned: bool) -> dict:
-    import llmvis.service
+    import llmvis.app
     import llmvis.store
 
     if not tuned:
-        llmvis.store.tune_allocator = llmvis.service.tune_allocator = lambda: False
+        llmvis.store.tune_allocator = llmvis.app.tune_allocator = lambda: False
     from bench_browser import text_of_tokens
 
     from llmvis.app import create_app

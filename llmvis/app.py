@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from .errors import BadRequest, Busy, LlmvisError
 from .routes_history import history_api
 from .routes_insights import insights_api
+from .store import tune_allocator
 from .validate import parse_bool, parse_head, parse_messages, parse_sampling, query_int, query_str
 
 log = logging.getLogger("llmvis.app")
@@ -296,6 +297,7 @@ def echarts_path() -> Path | None:
 
 def create_app(engine_obj, config=None) -> Flask:
     """Build the Flask app around an Engine (one loaded model shared by all requests)."""
+    tune_allocator()  # requests run in server threads (see store.tune_allocator); not for llmvis.trace
     app = Flask(__name__, static_folder=str(HERE / "static"), template_folder=str(HERE / "templates"))
     cfg = config or engine_obj.config
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes

@@ -20,7 +20,7 @@ from .insights import think_segments
 from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
 from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
 from .models import LoadedModel
-from .store import RunStore, release_freed_memory, tune_allocator
+from .store import RunStore, release_freed_memory
 from .tokens import Prompt, TokenTexts, build_prompt
 from .runs import Run, float_or_none, new_run_id
 
@@ -76,7 +76,6 @@ class Engine:
         self.jobs: dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
         self.config = config or ServerConfig()
-        tune_allocator()  # model work runs in server threads (see store.tune_allocator)
         self.store = RunStore(self.config.store_budget_bytes)
         self.texts = TokenTexts(lm.tokenizer)
         self.stop_ids = eos_ids(lm.model, lm.tokenizer)
