@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import platform
+from pathlib import Path
 import resource
 import time
 
@@ -85,7 +86,7 @@ def main() -> None:
     build_s = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
     lm = LoadedModel(model=model, tokenizer=tokenizer, name="Qwen3-4B-shape (random weights)",
-                     source=ModelSource("folder", __import__("pathlib").Path("."), "Qwen3-4B-shape"),
+                     source=ModelSource("folder", Path("."), "Qwen3-4B-shape"),
                      load_s=build_s, from_cache=False)
     rss_model = rss_mb()
 

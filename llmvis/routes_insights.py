@@ -31,17 +31,24 @@ def _run():
     return _engine().get_run(query_str(request.args, "run_id"))
 
 
-def _cached(eng, run, key: str, compute):
-    """run.view_cache[key], computed under the model lock the first time; the store re-measures."""
+def _cached(eng, run, key: str, compute, complete=None):
+    """run.view_cache[key], computed under the model lock the first time; the store re-measures.
+
+    A view filled in parts (the lens, by windows of positions) passes complete(hit) -> bool,
+    and compute(hit) gets the partial result to extend (None the first time).
+    """
+    def ready(hit) -> bool:
+        return hit is not None and (complete is None or complete(hit))
+
     hit = run.view_cache.get(key)
-    if hit is not None:
+    if ready(hit):
         return hit, 0.0
     with eng.lm.lock:
         hit = run.view_cache.get(key)
-        if hit is not None:
+        if ready(hit):
             return hit, 0.0
         t0 = time.perf_counter()
-        hit = compute()
+        hit = compute() if complete is None else compute(hit)
         took = time.perf_counter() - t0
         run.view_cache[key] = hit
         rows = [k for k in run.view_cache if k.startswith("row:")]
@@ -66,22 +73,6 @@ def run_segments(eng, run) -> list[str]:
     return think_segments(eng.token_texts(run), list(run.segments))
 
 
-def _lens_window(eng, run, start: int, end: int):
-    """The run's lens with positions [start, end) computed (under the model lock when any is
-    missing); returns (LensResult, seconds spent computing in this call)."""
-    lens = run.view_cache.get("lens")
-    if lens is not None and not len(lens.missing(start, end)):
-        return lens, 0.0
-    with eng.lm.lock:
-        t0 = time.perf_counter()
-        lens = logit_lens(eng.lm.model, run.hidden, run.ids, LENS_TOP_K, start=start, end=end,
-                          into=run.view_cache.get("lens"))
-        run.view_cache["lens"] = lens
-        took = time.perf_counter() - t0
-    eng.store.resize(run)
-    return lens, took
-
-
 @insights_api.get("/logit_lens")
 def logit_lens_view():
     """Each layer's prediction at each position: final norm + LM head on that layer's state.
@@ -98,7 +89,10 @@ def logit_lens_view():
     end = query_int(request.args, "end", default=t, lo=1, hi=t)
     if end <= start:
         raise BadRequest("end", f"must be greater than start ({start}), got {end}")
-    lens, took = _lens_window(eng, run, start, end)
+    lens, took = _cached(  # only positions [start, end) are computed, each once per run
+        eng, run, "lens",
+        lambda done: logit_lens(eng.lm.model, run.hidden, run.ids, LENS_TOP_K, start=start, end=end, into=done),
+        complete=lambda lens: not len(lens.missing(start, end)))
     k = min(top_k, lens.top_ids.shape[2])
     cols = slice(start, end)
     top_ids = lens.top_ids[:, cols, :k]  # (L+1, W, k)
