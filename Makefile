@@ -8,7 +8,7 @@ MODEL  ?= default
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-fast bench chromium clean help
+.PHONY: setup run test test-fast test-js bench chromium clean help
 
 help:
 	@echo "make run    - set up (venv, npm) and serve $(MODEL) at http://$(HOST):$(PORT)"
@@ -39,8 +39,12 @@ chromium:
 run: setup
 	$(VENV)/bin/llmvis serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
-test: setup chromium
+test: setup chromium test-js
 	$(PY) -m pytest -q
+
+# JS unit tests of the page's pure modules (Node's built-in runner, no npm package needed).
+test-js:
+	node --test tests/js/
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not browser"

@@ -298,7 +298,7 @@ def echarts_path() -> Path | None:
 def create_app(engine_obj, config=None) -> Flask:
     """Build the Flask app around an Engine (one loaded model shared by all requests)."""
     tune_allocator()  # requests run in server threads (see store.tune_allocator); not for llmvis.trace
-    app = Flask(__name__, static_folder=str(HERE / "static"), template_folder=str(HERE / "templates"))
+    app = Flask(__name__, static_folder=str(HERE / "web" / "static"), template_folder=str(HERE / "web" / "templates"))
     cfg = config or engine_obj.config
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     app.json.sort_keys = False
@@ -310,7 +310,7 @@ def create_app(engine_obj, config=None) -> Flask:
 
     @app.get("/")
     def index():
-        return send_file(HERE / "templates" / "index.html", mimetype="text/html")
+        return send_file(HERE / "web" / "templates" / "index.html", mimetype="text/html")
 
     @app.get("/vendor/echarts.min.js")
     def echarts():

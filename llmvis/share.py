@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import BadRequest, LlmvisError
 
 HERE = Path(__file__).resolve().parent
-SHARE_DIR = HERE / "static" / "share"
+SHARE_DIR = HERE / "web" / "static" / "share"
 MAX_SHARE_LAYERS = 8
 ATTENTION_POOL = 256    # attention matrices larger than this are max-pooled to this many rows/cols
 CANDIDATES = 10         # alternatives kept per position

@@ -1,0 +1,1 @@
+"""The web layer: the Flask app factory, its blueprints, validation, serialisation, OpenAPI and assets."""
