@@ -129,7 +129,7 @@ export function createChartHost(container, { echarts, overlay, overlayText }) {
     },
     savePNG(filename) {
       const url = chart.getDataURL({ type: 'png', pixelRatio: 2, backgroundColor: PALETTE.panel });
-      download(document, url, filename);
+      download(container.ownerDocument, url, filename);
       return url;
     },
     on: (...args) => chart.on(...args),

@@ -1,6 +1,26 @@
 // The left column: prompt, sampling controls, model info, busy state and the error line.
+// One-way: input events write the form's values into the store (state.form); the inputs, the
+// busy indicator, the error line, the model info and the last seed are drawn from the store.
 
-const SLIDERS = ['temperature', 'top-k', 'top-p', 'max-new-tokens'];
+import { el } from './util.js';
+
+/** Store key of each form field → the id of its input (sliders also have "<id>-range"). */
+export const FORM_FIELDS = Object.freeze({
+  prompt: 'prompt',
+  system: 'system',
+  temperature: 'temperature',
+  top_k: 'top-k',
+  top_p: 'top-p',
+  max_new_tokens: 'max-new-tokens',
+  seed: 'seed',
+});
+const SLIDERS = Object.freeze(['temperature', 'top_k', 'top_p', 'max_new_tokens']);
+
+/** Are two flat objects equal key by key? Pure. */
+export function sameFields(a, b) {
+  const ka = Object.keys(a || {});
+  return ka.length === Object.keys(b || {}).length && ka.every((k) => Object.is(a[k], b[k]));
+}
 
 /**
  * Validate raw form values and build the /api/generate payload.
@@ -38,16 +58,11 @@ export function buildPayload(raw, t) {
   return { payload };
 }
 
-function dlRow(dl, label, value) {
-  const dt = document.createElement('dt');
-  dt.textContent = label;
-  const dd = document.createElement('dd');
-  dd.textContent = value;
-  dd.title = value;
-  dl.append(dt, dd);
-}
-
-export function createControls(doc, { i18n }) {
+/**
+ * The left column, as a registry feature (language hook only); its own controls write to the
+ * store and it draws them from the store. page: {doc, i18n, store}.
+ */
+export function createControls({ doc, i18n, store }) {
   const $ = (id) => doc.getElementById(id);
   const { t } = i18n;
   const form = $('gen-form');
@@ -56,79 +71,97 @@ export function createControls(doc, { i18n }) {
   const generateBtn = $('generate');
   const modelDl = $('model-info');
   const seedLast = $('seed-last');
-  let model = null;
 
-  for (const id of SLIDERS) {
-    const num = $(id);
-    const range = $(`${id}-range`);
-    range.addEventListener('input', () => { num.value = range.value; });
-    num.addEventListener('input', () => { if (num.value !== '') range.value = num.value; });
-  }
+  /** The form's values as strings; a slider's range input wins when it is the one that moved. */
+  const readForm = (target) => {
+    const out = {};
+    for (const [key, id] of Object.entries(FORM_FIELDS)) {
+      const range = SLIDERS.includes(key) ? $(`${id}-range`) : null;
+      out[key] = range && target === range ? range.value : $(id).value;
+    }
+    return out;
+  };
+  const sync = (target) => {
+    const next = readForm(target);
+    if (!sameFields(next, store.get().form)) store.set({ form: next });
+  };
+  form.addEventListener('input', (ev) => sync(ev.target));
+  form.addEventListener('change', (ev) => sync(ev.target));
 
+  const renderForm = (values) => {
+    for (const [key, id] of Object.entries(FORM_FIELDS)) {
+      const v = values[key] ?? '';
+      const input = $(id);
+      if (input.value !== v) input.value = v;
+      const range = SLIDERS.includes(key) ? $(`${id}-range`) : null;
+      if (range && v !== '' && range.value !== v) range.value = v;
+    }
+  };
+
+  const dlRow = (label, value) => {
+    const dd = el(doc, 'dd', '', value);
+    dd.title = value;
+    modelDl.append(el(doc, 'dt', '', label), dd);
+  };
   const renderModel = () => {
+    const { model } = store.get();
     modelDl.replaceChildren();
     if (!model) {
-      dlRow(modelDl, t('model.unavailable'), '');
+      dlRow(t('model.unavailable'), '');
       return;
     }
-    dlRow(modelDl, t('model.name'), String(model.name ?? '—'));
-    dlRow(modelDl, t('model.architecture'), String(model.architecture ?? '—'));
-    dlRow(modelDl, t('model.layers'), String(model.num_layers ?? '—'));
-    dlRow(modelDl, t('model.heads'), String(model.num_heads ?? '—'));
-    dlRow(modelDl, t('model.kvHeads'), String(model.num_kv_heads ?? '—'));
-    dlRow(modelDl, t('model.hidden'), String(model.hidden_size ?? '—'));
-    dlRow(modelDl, t('model.vocab'), model.vocab_size == null ? '—' : Number(model.vocab_size).toLocaleString());
-    dlRow(modelDl, t('model.device'), `${model.device ?? '—'} · ${model.dtype ?? ''}`);
+    dlRow(t('model.name'), String(model.name ?? '—'));
+    dlRow(t('model.architecture'), String(model.architecture ?? '—'));
+    dlRow(t('model.layers'), String(model.num_layers ?? '—'));
+    dlRow(t('model.heads'), String(model.num_heads ?? '—'));
+    dlRow(t('model.kvHeads'), String(model.num_kv_heads ?? '—'));
+    dlRow(t('model.hidden'), String(model.hidden_size ?? '—'));
+    dlRow(t('model.vocab'), model.vocab_size == null ? '—' : Number(model.vocab_size).toLocaleString());
+    dlRow(t('model.device'), `${model.device ?? '—'} · ${model.dtype ?? ''}`);
   };
 
-  return {
-    form,
-    setModel(info) {
-      model = info;
-      const maxNew = info?.limits?.max_new_tokens;
-      if (Number.isFinite(maxNew) && maxNew > 0) {
-        for (const el of [$('max-new-tokens'), $('max-new-tokens-range')]) el.max = String(maxNew);
-        if (Number($('max-new-tokens').value) > maxNew) {
-          $('max-new-tokens').value = String(maxNew);
-          $('max-new-tokens-range').value = String(maxNew);
-        }
-      }
-      renderModel();
-    },
-    renderModel,
-    read() {
-      return buildPayload({
-        prompt: $('prompt').value,
-        system: $('system').value,
-        temperature: $('temperature').value,
-        top_k: $('top-k').value,
-        top_p: $('top-p').value,
-        max_new_tokens: $('max-new-tokens').value,
-        seed: $('seed').value,
-      }, t);
-    },
-    setBusy(busy) {
-      busyEl.hidden = !busy;
-      generateBtn.disabled = busy;
-      form.setAttribute('aria-busy', busy ? 'true' : 'false');
-      doc.body.dataset.busy = busy ? 'true' : 'false';
-    },
-    showError(message) {
-      errorEl.textContent = message;
-      errorEl.classList.toggle('visible', Boolean(message));
-    },
-    clearError() {
-      errorEl.textContent = '';
-      errorEl.classList.remove('visible');
-    },
-    showLastSeed(seed) {
-      if (seed == null) { seedLast.hidden = true; return; }
-      seedLast.hidden = false;
-      seedLast.textContent = `↺ ${seed}`;
-      seedLast.dataset.seed = String(seed);
-    },
-    reuseSeed() {
-      if (seedLast.dataset.seed) $('seed').value = seedLast.dataset.seed;
-    },
+  /** The server's limit on new tokens caps the slider (and the value, when it is above). */
+  const applyLimits = (model) => {
+    const maxNew = model?.limits?.max_new_tokens;
+    if (!(Number.isFinite(maxNew) && maxNew > 0)) return;
+    for (const input of [$('max-new-tokens'), $('max-new-tokens-range')]) input.max = String(maxNew);
+    const { form: values } = store.get();
+    if (Number(values.max_new_tokens) > maxNew) store.set({ form: { ...values, max_new_tokens: String(maxNew) } });
   };
+
+  const renderBusy = (busy) => {
+    busyEl.hidden = !busy;
+    generateBtn.disabled = Boolean(busy);
+    form.setAttribute('aria-busy', busy ? 'true' : 'false');
+    doc.body.dataset.busy = busy ? 'true' : 'false'; // a render of state.busy for CSS and tests; never read
+  };
+
+  const renderError = (message) => {
+    errorEl.textContent = message || '';
+    errorEl.classList.toggle('visible', Boolean(message));
+  };
+
+  const renderSeed = (seed) => {
+    seedLast.hidden = seed == null;
+    if (seed != null) seedLast.textContent = `↺ ${seed}`;
+  };
+
+  seedLast.addEventListener('click', () => {
+    const { lastSeed, form: values } = store.get();
+    if (lastSeed != null) store.set({ form: { ...values, seed: String(lastSeed) } });
+  });
+
+  store.subscribe((s, prev, changed) => {
+    if (changed.has('form')) renderForm(s.form);
+    if (changed.has('busy')) renderBusy(s.busy);
+    if (changed.has('error')) renderError(s.error);
+    if (changed.has('lastSeed')) renderSeed(s.lastSeed);
+    if (changed.has('model')) { applyLimits(s.model); renderModel(); }
+  });
+
+  // The form as the HTML wrote it is the starting state.
+  store.set({ form: readForm(null) });
+  renderBusy(store.get().busy);
+
+  return { name: 'controls', onLanguage: renderModel };
 }

@@ -4,29 +4,24 @@ import {
   CHIP_MAP, GLTR_BUCKETS, cssGradient, gltrBucket, gltrGradient, metricDomain, metricT, mixHex, sampleMap, textOn,
 } from './colors.js';
 
-const PANEL_BG = '#161b22';
 import {
   fmtNum, fmtProb, formatBytes, groupTokens, hexToBytes, newlineCount, visibleParts, visibleText,
 } from './tokens.js';
+import { el } from './util.js';
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+const PANEL_BG = '#161b22';
 
 /** Fill a node with the visible form of text: plain runs and dimmed whitespace markers. */
-function fillVisible(node, text) {
+function fillVisible(doc, node, text) {
   for (const part of visibleParts(text)) {
-    if (part.ws) node.append(el('span', 'ws', part.text));
-    else node.append(document.createTextNode(part.text));
+    if (part.ws) node.append(el(doc, 'span', 'ws', part.text));
+    else node.append(doc.createTextNode(part.text));
   }
-  if (!node.childNodes.length) node.append(el('span', 'ws', '∅'));
+  if (!node.childNodes.length) node.append(el(doc, 'span', 'ws', '∅'));
 }
 
-function makeChip(token, { inGroup = false } = {}) {
-  const chip = el('span', 'chip');
+function makeChip(doc, token, { inGroup = false } = {}) {
+  const chip = el(doc, 'span', 'chip');
   chip.setAttribute('data-testid', 'token');
   chip.dataset.position = String(token.position);
   chip.dataset.source = token.source;
@@ -39,17 +34,17 @@ function makeChip(token, { inGroup = false } = {}) {
   if (inGroup) {
     chip.classList.add('partial');
     const hex = formatBytes(hexToBytes(token.bytes));
-    chip.append(el('span', 'chip-bytes', hex || '··'));
+    chip.append(el(doc, 'span', 'chip-bytes', hex || '··'));
   } else {
-    const label = el('span', 'chip-label');
-    fillVisible(label, token.text);
+    const label = el(doc, 'span', 'chip-label');
+    fillVisible(doc, label, token.text);
     chip.append(label);
   }
   return chip;
 }
 
-function lineBreak() {
-  return el('span', 'line-break');
+function lineBreak(doc) {
+  return el(doc, 'span', 'line-break');
 }
 
 /**
@@ -65,6 +60,8 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
   let selected = null;
   let runKind = 'generate';
   const { t } = i18n;
+  const doc = root.ownerDocument;
+  const win = doc.defaultView;
 
   const colourChip = (chip, token) => {
     const v = metricT(token, metric, domain);
@@ -94,37 +91,37 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
     chips = new Array(tokens.length);
     groupTextOf = new Map();
     selected = null;
-    const frag = document.createDocumentFragment();
+    const frag = doc.createDocumentFragment();
     let generationMarked = false;
     for (const item of groupTokens(tokens)) {
       const first = item.kind === 'group' ? item.tokens[0] : item.token;
       if (!generationMarked && first.source === 'generated') {
         generationMarked = true;
-        const marker = el('span', 'gen-marker', t('conv.generationStarts'));
+        const marker = el(doc, 'span', 'gen-marker', t('conv.generationStarts'));
         marker.setAttribute('aria-hidden', 'true');
         frag.append(marker);
       }
       if (item.kind === 'token') {
-        const chip = makeChip(item.token);
+        const chip = makeChip(doc, item.token);
         chips[item.token.position] = chip;
         frag.append(chip);
-        for (let k = 0; k < Math.min(2, newlineCount(item.token.text)); k += 1) frag.append(lineBreak());
+        for (let k = 0; k < Math.min(2, newlineCount(item.token.text)); k += 1) frag.append(lineBreak(doc));
         continue;
       }
-      const group = el('span', 'ugroup');
+      const group = el(doc, 'span', 'ugroup');
       group.classList.add(first.source === 'generated' ? 'generated' : 'prompt');
-      const label = el('span', 'ugroup-text');
-      fillVisible(label, item.text);
-      const row = el('span', 'ugroup-chips');
+      const label = el(doc, 'span', 'ugroup-text');
+      fillVisible(doc, label, item.text);
+      const row = el(doc, 'span', 'ugroup-chips');
       for (const tok of item.tokens) {
-        const chip = makeChip(tok, { inGroup: true });
+        const chip = makeChip(doc, tok, { inGroup: true });
         chips[tok.position] = chip;
         groupTextOf.set(tok.position, item.text);
         row.append(chip);
       }
       group.append(label, row);
       frag.append(group);
-      if (newlineCount(item.text)) frag.append(lineBreak());
+      if (newlineCount(item.text)) frag.append(lineBreak(doc));
     }
     root.replaceChildren(frag);
     root.setAttribute('role', 'listbox');
@@ -164,19 +161,19 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
     const tok = tokens[pos];
     if (!tok) return;
     tooltip.replaceChildren();
-    const head = el('div', 'tip-head');
-    const tokText = el('span', 'tip-token');
-    fillVisible(tokText, groupTextOf.get(pos) ?? tok.text);
+    const head = el(doc, 'div', 'tip-head');
+    const tokText = el(doc, 'span', 'tip-token');
+    fillVisible(doc, tokText, groupTextOf.get(pos) ?? tok.text);
     head.append(tokText);
-    const tags = el('span', 'tip-tags');
-    tags.append(el('span', `tip-tag ${tok.source}`, t(`tip.source.${tok.source}`)));
-    if (tok.segment) tags.append(el('span', 'tip-tag', t(`tip.segment.${tok.segment}`)));
-    if (tok.special) tags.append(el('span', 'tip-tag special', t('tip.special')));
-    if (groupTextOf.has(pos)) tags.append(el('span', 'tip-tag partial', t('tip.partial')));
+    const tags = el(doc, 'span', 'tip-tags');
+    tags.append(el(doc, 'span', `tip-tag ${tok.source}`, t(`tip.source.${tok.source}`)));
+    if (tok.segment) tags.append(el(doc, 'span', 'tip-tag', t(`tip.segment.${tok.segment}`)));
+    if (tok.special) tags.append(el(doc, 'span', 'tip-tag special', t('tip.special')));
+    if (groupTextOf.has(pos)) tags.append(el(doc, 'span', 'tip-tag partial', t('tip.partial')));
     head.append(tags);
     tooltip.append(head);
-    const grid = el('dl', 'tip-grid');
-    const row = (k, v) => { grid.append(el('dt', '', k), el('dd', '', v)); };
+    const grid = el(doc, 'dl', 'tip-grid');
+    const row = (k, v) => { grid.append(el(doc, 'dt', '', k), el(doc, 'dd', '', v)); };
     row(t('tip.position'), String(tok.position));
     row(t('tip.id'), String(tok.id));
     if (tok.prob == null) {
@@ -193,9 +190,9 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
     const r = chip.getBoundingClientRect();
     const tw = tooltip.offsetWidth;
     const th = tooltip.offsetHeight;
-    let x = Math.min(window.innerWidth - tw - 8, Math.max(8, r.left + r.width / 2 - tw / 2));
+    let x = Math.min(win.innerWidth - tw - 8, Math.max(8, r.left + r.width / 2 - tw / 2));
     let y = r.bottom + 8;
-    if (y + th > window.innerHeight - 8) y = r.top - th - 8;
+    if (y + th > win.innerHeight - 8) y = r.top - th - 8;
     tooltip.style.transform = `translate(${Math.round(x)}px, ${Math.round(y)}px)`;
   };
 

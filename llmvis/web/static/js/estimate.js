@@ -1,15 +1,8 @@
 // Memory estimate of the next run, shown under the Generate button while the user types.
 // It asks POST /api/estimate (tokenizes only) a moment after the last change.
 
-/** Bytes as a short human string ("48 MB", "1.2 GB"). Pure. */
-export function fmtBytes(n) {
-  if (!Number.isFinite(n)) return '—';
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u += 1; }
-  return `${v >= 10 || u === 0 ? Math.round(v) : v.toFixed(1)} ${units[u]}`;
-}
+import { buildPayload } from './controls.js';
+import { fmtBytes } from './util.js';
 
 /** The line to show for an /api/estimate answer. Pure; `t` translates. */
 export function estimateText(est, t) {
@@ -20,29 +13,33 @@ export function estimateText(est, t) {
   return est.fits ? t('estimate.fits', vars) : t('estimate.over', { ...vars, message: est.message || '' });
 }
 
-export function createEstimate(doc, { api, controls, i18n, delayMs = 350 }) {
-  const el = doc.getElementById('estimate');
+/**
+ * The estimate line, as a registry feature (language hook only). It follows state.form: a moment
+ * after the last change it asks the server and draws the answer. page: {doc, api, i18n, store}.
+ */
+export function createEstimate({ doc, api, i18n, store }, { delayMs = 350 } = {}) {
+  const box = doc.getElementById('estimate');
   let timer = null;
-  let seq = 0;
-  let last = null;
+  let seq = 0; // answers to older requests are dropped
 
   const render = () => {
-    if (!last) { el.textContent = ''; el.hidden = true; return; }
-    el.hidden = false;
-    el.textContent = estimateText(last, i18n.t);
-    el.classList.toggle('over', !last.fits);
-    el.dataset.fits = last.fits ? 'true' : 'false';
+    const last = store.get().estimate;
+    if (!last) { box.textContent = ''; box.hidden = true; return; }
+    box.hidden = false;
+    box.textContent = estimateText(last, i18n.t);
+    box.classList.toggle('over', !last.fits);
+    box.dataset.fits = last.fits ? 'true' : 'false';
   };
 
   const refresh = async () => {
-    const { payload } = controls.read();
+    const { payload } = buildPayload(store.get().form, i18n.t);
     const mine = ++seq;
-    if (!payload) { last = null; render(); return; }
+    if (!payload) { store.set({ estimate: null }); return; }
     try {
       const est = await api.estimate(payload);
-      if (mine === seq) { last = est; render(); }
+      if (mine === seq) store.set({ estimate: est });
     } catch {
-      if (mine === seq) { last = null; render(); } // the Generate path shows real errors
+      if (mine === seq) store.set({ estimate: null }); // the Generate path shows real errors
     }
   };
 
@@ -51,7 +48,9 @@ export function createEstimate(doc, { api, controls, i18n, delayMs = 350 }) {
     timer = setTimeout(refresh, delayMs);
   };
 
-  controls.form.addEventListener('input', schedule);
-  i18n.onChange(render);
-  return { refresh, schedule };
+  store.subscribe((s, prev, changed) => {
+    if (changed.has('form') && prev.form) schedule();
+    if (changed.has('estimate')) render();
+  });
+  return { name: 'estimate', onLanguage: render };
 }

@@ -3,6 +3,7 @@
 // summaries; the renderer only builds DOM (all run text via textContent).
 
 import { visibleText } from './tokens.js';
+import { el } from './util.js';
 
 /** What the tree and the diff pickers need to know about a run. Pure. */
 export function runMeta(run, order) {
@@ -65,13 +66,6 @@ export function runLabel(meta, t) {
     return `${n} ${t('tree.score', { text: visibleText(meta.preview, 18) })}`;
   }
   return `${n} ${t('tree.generate', { temp: meta.params.temperature ?? '—', text: visibleText(meta.preview, 18) })}`;
-}
-
-function el(doc, tag, className, text) {
-  const node = doc.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 /**

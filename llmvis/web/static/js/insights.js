@@ -1,19 +1,15 @@
-// Page glue for the views inside the layers: the Layers tab (logit lens), the Heads tab (head
-// grid, the selected token's row across layers, attention by chat segment) and the segment
-// labels in the conversation. main.js owns the shared state; this module owns its own controls.
+// Page glue for the views inside the layers, as one registry feature: the Layers tab (logit
+// lens), the Heads tab (head grid, the selected token's row across layers, attention by chat
+// segment) and the segment labels in the conversation. Its settings (lensMetric, lensRange,
+// headsMode, headsMetric, rowHead) and the run's segments live in the store.
 
 import { headLabel } from './views/attention.js';
 import {
   HEAD_METRICS, SEGMENT_COLOURS, buildHeadsGridOption, buildRowOption, buildSegmentsOption, gridCellToHead,
 } from './views/heads.js';
 import { buildLensOption, expandLensWindow, lensCellToPosition, lensColumns } from './views/lens.js';
-
-function option(doc, value, text) {
-  const o = doc.createElement('option');
-  o.value = String(value);
-  o.textContent = text;
-  return o;
-}
+import { parseHead } from './core.js';
+import { el, kvGroupSize, option } from './util.js';
 
 /** Segment runs that start a labelled part of the conversation (template markup is skipped). Pure. */
 export function segmentLabels(segments) {
@@ -47,107 +43,72 @@ export function markSegments(doc, root, segments, t) {
     let anchor = chip.closest('.ugroup') || chip;
     const before = anchor.previousElementSibling;
     if (before && before.classList.contains('gen-marker')) anchor = before; // label, then "generation"
-    const label = doc.createElement('span');
-    label.className = `seg-label seg-${segment}`;
+    const label = el(doc, 'span', `seg-label seg-${segment}`, t(`tip.segment.${segment}`));
     label.setAttribute('data-testid', 'segment-label');
     label.dataset.segment = segment;
     label.dataset.start = String(start);
     label.style.setProperty('--seg-colour', SEGMENT_COLOURS[segment] || '#888');
-    label.textContent = t(`tip.segment.${segment}`);
     label.setAttribute('aria-hidden', 'true');
     anchor.before(label);
   }
 }
 
-/**
- * Create the insights controller.
- * deps: {doc, api, t, conversationRoot, getSelected(), getAttention() -> {layer, head},
- *        getModel(), refresh(), openHead(layer, head)}
- */
-export function createInsights(deps) {
-  const { doc, api, conversationRoot } = deps;
+/** The file-name detail of a saved Layers or Heads chart, else undefined. Pure. */
+export function insightsExportDetail(view, s) {
+  if (view === 'lens') return `${s.lensMetric}-${s.lensRange}`;
+  if (view === 'heads') {
+    if (s.headsMode === 'grid') return `grid-${s.headsMetric}`;
+    return s.headsMode === 'row' ? `row${s.selected}-${s.rowHead}` : 'segments';
+  }
+  return undefined;
+}
+
+/** page: {doc, api, t, store, select}. */
+export function createInsights({ doc, api, t, store }) {
   const $ = (id) => doc.getElementById(id);
-  const s = { lensMetric: 'prob', lensRange: 'generated', mode: 'grid', metric: 'entropy', rowHead: 'mean' };
-  let segments = null;
-  let runId = null;
+  const conversationRoot = $('conversation');
+  const SELECTS = [
+    // [element id, store key, parse]
+    ['lens-metric-select', 'lensMetric', String],
+    ['lens-range-select', 'lensRange', String],
+    ['heads-mode-select', 'headsMode', String],
+    ['heads-metric-select', 'headsMetric', String],
+    ['row-head-select', 'rowHead', parseHead],
+  ];
 
-  const updateModeControls = () => {
-    for (const el of doc.querySelectorAll('[data-heads-mode]')) el.hidden = el.dataset.headsMode !== s.mode;
+  const renderValues = (s) => {
+    for (const [id, key] of SELECTS) $(id).value = String(s[key]);
+  };
+  const renderModeControls = (mode) => {
+    for (const node of doc.querySelectorAll('[data-heads-mode]')) node.hidden = node.dataset.headsMode !== mode;
   };
 
-  const loaders = {
-    async lens(run, ctx) {
-      // only the columns on show are computed (and cached) by the server
-      const n = run.num_tokens ?? run.tokens.length;
-      const { start } = lensColumns(n, run.num_prompt_tokens, s.lensRange);
-      const data = expandLensWindow(await api.logitLens(run.run_id, 5, { start, end: n }));
-      return buildLensOption(data, { ...ctx, metric: s.lensMetric, range: s.lensRange });
-    },
-    async heads(run, ctx) {
-      updateModeControls();
-      if (s.mode === 'row') {
-        const pos = deps.getSelected();
-        if (pos == null) return { message: deps.t('heads.pickToken') };
-        const data = await api.attentionRow(run.run_id, pos, s.rowHead);
-        return buildRowOption(data, ctx);
-      }
-      if (s.mode === 'segments') {
-        const data = await api.segments(run.run_id, 1);
-        return buildSegmentsOption(data, ctx);
-      }
-      const data = await api.attentionInsights(run.run_id);
-      return buildHeadsGridOption(data, { ...ctx, metric: s.metric, ...deps.getAttention() });
-    },
-  };
-
-  /** Handle a click on the chart; returns true when it was one of ours. */
-  const onChartClick = (p, lastBuilt, select) => {
-    if (lastBuilt.view === 'lens' && p.seriesId === 'lens') {
-      select(lensCellToPosition(p.data, lastBuilt.meta));
-      return true;
-    }
-    if (lastBuilt.view === 'heads' && p.seriesId === 'heads') {
-      const { layer, head } = gridCellToHead(p.data);
-      deps.openHead(layer, head);
-      return true;
-    }
-    if (lastBuilt.view === 'heads' && p.seriesId === 'row') {
-      select(p.data[0]);
-      return true;
-    }
-    return false;
-  };
-
-  const fillSelects = (model) => {
-    const { t } = deps;
+  const fillSelects = () => {
+    const s = store.get();
+    const model = s.model;
     if (!model) return;
-    const group = Math.max(1, Math.round(model.num_heads / (model.num_kv_heads || model.num_heads)));
-    const sel = $('row-head-select');
-    sel.replaceChildren(
+    const group = kvGroupSize(model);
+    $('row-head-select').replaceChildren(
       option(doc, 'mean', t('head.mean')),
       option(doc, 'max', t('head.max')),
       ...Array.from({ length: model.num_heads }, (_, h) => option(doc, h, headLabel(h, t, group))),
     );
-    sel.value = String(s.rowHead);
-    const metric = $('heads-metric-select');
-    metric.replaceChildren(...HEAD_METRICS.map((m) => option(doc, m, t(`heads.metric.${m}`))));
-    metric.value = s.metric;
+    $('heads-metric-select').replaceChildren(...HEAD_METRICS.map((m) => option(doc, m, t(`heads.metric.${m}`))));
+    renderValues(s);
   };
 
   const remark = () => {
-    if (segments) markSegments(doc, conversationRoot, segments, deps.t);
+    const seg = store.get().segments;
+    if (seg) markSegments(doc, conversationRoot, seg.list, t);
   };
 
-  /** A new run: fetch its segments (cheap: no attention) and label the conversation. */
+  /** A new run: label the conversation from its tokens, then from the server's segments (cheap: no attention). */
   const onRun = async (run) => {
-    runId = run.run_id;
-    segments = run.tokens.map((x) => x.segment);
-    remark();
+    store.set({ segments: { runId: run.run_id, list: run.tokens.map((x) => x.segment) } });
     try {
       const data = await api.segments(run.run_id, 0);
-      if (runId !== run.run_id) return;
-      segments = data.segments;
-      remark();
+      if (store.get().segments?.runId !== run.run_id) return;
+      store.set({ segments: { runId: run.run_id, list: data.segments } });
       conversationRoot.dataset.segments = 'ready';
     } catch (err) {
       // The labels from the run's own tokens stay; the server's error shows when a view needs it.
@@ -155,21 +116,64 @@ export function createInsights(deps) {
     }
   };
 
-  const pngDetail = (view) => {
-    if (view === 'lens') return `${s.lensMetric}-${s.lensRange}`;
-    if (view === 'heads') return s.mode === 'grid' ? `grid-${s.metric}` : s.mode === 'row' ? `row${deps.getSelected()}-${s.rowHead}` : 'segments';
-    return undefined;
-  };
+  for (const [id, key, parse] of SELECTS) {
+    $(id).addEventListener('change', (ev) => store.set({ [key]: parse(ev.target.value) }));
+  }
+  store.subscribe((s, prev, changed) => {
+    if (SELECTS.some(([, key]) => changed.has(key))) renderValues(s);
+    if (changed.has('headsMode')) renderModeControls(s.headsMode);
+    if (changed.has('segments')) remark();
+  });
+  renderModeControls(store.get().headsMode);
 
-  const on = (id, key, parse = (v) => v) => {
-    $(id).addEventListener('change', (ev) => { s[key] = parse(ev.target.value); deps.refresh(); });
+  return {
+    name: 'insights',
+    watch: SELECTS.map(([, key]) => key),
+    loaders: {
+      async lens(run, ctx) {
+        const s = ctx.state;
+        // only the columns on show are computed (and cached) by the server
+        const n = run.num_tokens ?? run.tokens.length;
+        const { start } = lensColumns(n, run.num_prompt_tokens, s.lensRange);
+        const data = expandLensWindow(await api.logitLens(run.run_id, 5, { start, end: n }));
+        return buildLensOption(data, { ...ctx, metric: s.lensMetric, range: s.lensRange });
+      },
+      async heads(run, ctx) {
+        const s = ctx.state;
+        if (s.headsMode === 'row') {
+          const pos = ctx.selected;
+          if (pos == null) return { message: t('heads.pickToken') };
+          const data = await api.attentionRow(run.run_id, pos, s.rowHead);
+          return buildRowOption(data, ctx);
+        }
+        if (s.headsMode === 'segments') {
+          const data = await api.segments(run.run_id, 1);
+          return buildSegmentsOption(data, ctx);
+        }
+        const data = await api.attentionInsights(run.run_id);
+        return buildHeadsGridOption(data, { ...ctx, metric: s.headsMetric, layer: s.layer, head: s.head });
+      },
+    },
+    onChartClick(p, shown, ctx) {
+      if (shown.view === 'lens' && p.seriesId === 'lens') {
+        ctx.select(lensCellToPosition(p.data, shown.meta));
+        return true;
+      }
+      if (shown.view === 'heads' && p.seriesId === 'heads') {
+        // a head of the grid opens in the attention view
+        const { layer, head } = gridCellToHead(p.data);
+        store.set({ layer, head, view: 'attention' });
+        return true;
+      }
+      if (shown.view === 'heads' && p.seriesId === 'row') {
+        ctx.select(p.data[0]);
+        return true;
+      }
+      return false;
+    },
+    exportDetail: insightsExportDetail,
+    onModel: fillSelects,
+    onRun,
+    onLanguage: () => { fillSelects(); remark(); },
   };
-  on('lens-metric-select', 'lensMetric');
-  on('lens-range-select', 'lensRange');
-  on('heads-mode-select', 'mode');
-  on('heads-metric-select', 'metric');
-  on('row-head-select', 'rowHead', (v) => (v === 'mean' || v === 'max' ? v : Number(v)));
-  updateModeControls();
-
-  return { loaders, onChartClick, fillSelects, remark, onRun, pngDetail };
 }

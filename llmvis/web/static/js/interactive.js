@@ -1,11 +1,14 @@
-// Page glue for interactive generation: streaming with Stop, the sampler view, forks from any
-// candidate bar with their branch tree, the run diff, and the Score text mode. main.js owns the
-// shared state (the run shown, the selection, the view); this module owns its own controls and
-// the session's list of runs, and calls back into main.js through the hooks it is given.
+// Making runs, as one registry feature: generation streamed token by token with Stop, forks from
+// any candidate bar with their branch tree, the run diff, the sampler view and the Score text
+// mode. Its state lives in the store (mode, busy, streaming, stopping, sessionRuns, diffA,
+// diffB, samplerTopN, scoreText, scoreTemplate); it draws its controls from the store and puts
+// finished runs on show through page.showRun.
 
+import { buildPayload } from './controls.js';
 import { renderForkTree, runLabel, runMeta, treeRows } from './forktree.js';
-import { fmtPerplexity, renderScoreSummary } from './score.js';
-import { partialRun, streamGenerate } from './stream.js';
+import { renderScoreSummary } from './score.js';
+import { partialRun } from './stream.js';
+import { option } from './util.js';
 import { buildDiffOption, renderDiffTokens } from './views/diff.js';
 import { buildSamplerOption, samplerNote } from './views/sampler.js';
 
@@ -27,89 +30,110 @@ export function defaultDiffPair(metas, currentId) {
   return { a: best ? best.run_id : null, b: cur.run_id };
 }
 
+/** The session's runs for the diff pickers, newest first. Pure. */
+export function runsNewestFirst(metas) {
+  return [...metas.values()].sort((x, y) => y.order - x.order);
+}
+
 /**
- * hooks: {getRun, showRun(run, {select}), setView(view), refreshView(), getView()}.
- * Returns {stream, streaming, onRun, chartClick, loaders, applyLanguage, metas}.
+ * A diff pair the pickers can show: each side that is not a known run falls back to the newest
+ * run (what a <select> shows first), or null when there are none. Pure.
  */
-export function createInteractive({ doc, api, i18n, controls, conversation, hooks }) {
+export function validDiffPair(metas, pair) {
+  const first = runsNewestFirst(metas)[0]?.run_id ?? null;
+  const ok = (id) => (id && metas.has(id) ? id : first);
+  return { a: ok(pair.a), b: ok(pair.b) };
+}
+
+/** The session's runs with `run` added (a new run gets the next order number). Pure. */
+export function withRun(metas, run) {
+  const next = new Map(metas);
+  const prev = metas.get(run.run_id);
+  next.set(run.run_id, runMeta(run, prev ? prev.order : metas.size + 1));
+  return next;
+}
+
+/** The fork request: a scored text has no sampling settings of its own, it takes the form's. Pure. */
+export function forkBody(run, position, tokenId, form) {
+  const body = { run_id: run.run_id, position, token_id: tokenId };
+  if (run.kind === 'score') {
+    const num = (v) => {
+      const x = Number(v);
+      return Number.isFinite(x) ? x : undefined;
+    };
+    Object.assign(body, {
+      temperature: num(form.temperature),
+      top_k: num(form.top_k),
+      top_p: num(form.top_p),
+      max_new_tokens: num(form.max_new_tokens),
+    });
+  }
+  return body;
+}
+
+/** page: {doc, api, i18n, store, conversation, showRun, showError, clearError}. */
+export function createInteractive({ doc, api, i18n, store, conversation, showRun, showError, clearError }) {
   const $ = (id) => doc.getElementById(id);
   const { t } = i18n;
-  const metas = new Map();
-  let order = 0;
-  let active = null; // {controller, runId, stopped}
-  let diffPair = { a: null, b: null };
-  let samplerTopN = 20;
-  let diffSeq = 0;
-  let mode = 'generate';
+  const conv = $('conversation');
+  let active = null; // the stream in flight: {controller, runId, stopped}; a handle, not state
+  let diffSeq = 0; // answers to older diff requests are dropped
 
   // ---------- session runs ----------
-  const register = (run) => {
-    const prev = metas.get(run.run_id);
-    metas.set(run.run_id, runMeta(run, prev ? prev.order : ++order));
-    // A fork seen from its parent's `children` before it was loaded is still unknown here;
-    // the tree only lists runs this page has shown.
-  };
+  const register = (run) => store.set((s) => ({ sessionRuns: withRun(s.sessionRuns, run) }));
 
   const renderTree = () => {
     const root = $('fork-tree');
-    const run = hooks.getRun();
-    const rows = run ? treeRows(metas, run.run_id) : [];
+    const { run, sessionRuns } = store.get();
+    const rows = run ? treeRows(sessionRuns, run.run_id) : [];
     root.hidden = rows.length < 2;
     if (rows.length < 2) { root.replaceChildren(); return; }
     renderForkTree(root, rows, { t, currentId: run.run_id });
   };
 
-  const fillDiffSelects = () => {
-    const list = [...metas.values()].sort((x, y) => y.order - x.order);
-    for (const [id, key] of [['diff-a', 'a'], ['diff-b', 'b']]) {
+  const renderDiffSelects = () => {
+    const { sessionRuns, diffA, diffB } = store.get();
+    const list = runsNewestFirst(sessionRuns);
+    for (const [id, value] of [['diff-a', diffA], ['diff-b', diffB]]) {
       const sel = $(id);
-      sel.replaceChildren(...list.map((m) => {
-        const o = doc.createElement('option');
-        o.value = m.run_id;
-        o.textContent = runLabel(m, t);
-        return o;
-      }));
-      if (diffPair[key] && metas.has(diffPair[key])) sel.value = diffPair[key];
-      diffPair[key] = sel.value || null;
+      sel.replaceChildren(...list.map((m) => option(doc, m.run_id, runLabel(m, t))));
+      if (value) sel.value = value;
     }
   };
 
-  /** Called by main.js whenever a run is shown (generated, streamed, forked, scored, switched). */
+  /** Set the diff pair, kept to runs the pickers can show. */
+  const setDiffPair = (pair) => {
+    const { a, b } = validDiffPair(store.get().sessionRuns, pair);
+    store.set({ diffA: a, diffB: b });
+  };
+
+  /** The registry's run hook: a run is on show (generated, streamed, forked, scored, switched). */
   const onRun = (run) => {
     register(run);
     // Parents we have not seen (a run loaded from elsewhere) are fetched once so the tree and
     // the default diff know them.
-    if (run.parent_id && !metas.has(run.parent_id)) {
+    if (run.parent_id && !store.get().sessionRuns.has(run.parent_id)) {
       api.run(run.parent_id).then((parent) => {
-        if (!metas.has(parent.run_id)) { register(parent); renderTree(); fillDiffSelects(); }
+        if (!store.get().sessionRuns.has(parent.run_id)) register(parent);
       }).catch(() => {});
     }
-    diffPair = defaultDiffPair(metas, run.run_id);
-    renderTree();
-    fillDiffSelects();
+    setDiffPair(defaultDiffPair(store.get().sessionRuns, run.run_id));
     renderScoreSummary($('score-summary'), run, { t });
   };
 
   // ---------- streaming ----------
-  const setStreaming = (on) => {
-    $('conversation').dataset.streaming = on ? 'true' : 'false';
-    $('stop').hidden = !on;
-    $('stop').disabled = false;
-  };
-
   /**
-   * Generate with streaming. onStart() runs once the server accepted the request (the old run
-   * is then cleared by main.js). Resolves with the finished run (also when stopped: the server
-   * answers `done` with status "cancelled"), or null when the fetch was aborted.
+   * Generate with streaming. Once the server accepted the request the old run leaves the page
+   * and chips appear token by token. Resolves with the finished run (also when stopped: the
+   * server answers `done` with status "cancelled"), or null when the fetch was aborted.
    */
-  async function stream(payload, { onStart = () => {} } = {}) {
+  async function stream(payload) {
     const controller = new AbortController();
     const job = { controller, runId: null, stopped: false };
     active = job;
     let start = null;
     let tokens = [];
     let timer = 0;
-    const conv = $('conversation');
     const render = () => {
       timer = 0;
       const nearBottom = conv.scrollTop + conv.clientHeight >= conv.scrollHeight - 48;
@@ -123,8 +147,7 @@ export function createInteractive({ doc, api, i18n, controls, conversation, hook
         start = data;
         job.runId = data.run_id;
         conv.dataset.streamRunId = data.run_id;
-        setStreaming(true);
-        onStart(data);
+        store.set({ streaming: true, stopping: false, run: null, selected: null });
         if (job.stopped) cancel(job);
       } else if (kind === 'prompt') {
         tokens = data.tokens.slice();
@@ -135,20 +158,20 @@ export function createInteractive({ doc, api, i18n, controls, conversation, hook
       }
     };
     try {
-      return await streamGenerate('/api/generate/stream', payload, { signal: controller.signal, onEvent });
+      return await api.generateStream(payload, { signal: controller.signal, onEvent });
     } catch (err) {
       if (err?.name === 'AbortError') return null;
       throw err;
     } finally {
       clearTimeout(timer);
       if (active === job) active = null;
-      setStreaming(false);
+      store.set({ streaming: false, stopping: false });
     }
   }
 
   function cancel(job) {
     job.stopped = true;
-    $('stop').disabled = true;
+    store.set({ stopping: true });
     if (!job.runId) { job.controller.abort(); return; }
     api.cancel(job.runId).catch((err) => {
       // The run may have just finished, or the server may be gone: stop reading either way.
@@ -156,72 +179,86 @@ export function createInteractive({ doc, api, i18n, controls, conversation, hook
     });
   }
 
+  async function generate() {
+    if (store.get().busy) return; // Ctrl+Enter while a run streams
+    clearError();
+    const { payload, error } = buildPayload(store.get().form, t);
+    if (error) {
+      showError(error);
+      return;
+    }
+    store.set({ busy: 'generate' });
+    try {
+      // Streamed: chips appear token by token; the views fill in from the finished run.
+      const run = await stream(payload);
+      if (run) showRun(run);
+    } catch (err) {
+      showError(err.message || String(err));
+    } finally {
+      store.set({ busy: null });
+    }
+  }
+
+  $('gen-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    generate();
+  });
+  $('prompt').addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+      ev.preventDefault();
+      generate();
+    }
+  });
   $('stop').addEventListener('click', () => { if (active) cancel(active); });
   // Leaving or reloading the page closes the stream; the server then cancels the run.
   doc.defaultView.addEventListener('pagehide', () => { if (active) active.controller.abort(); });
 
   // ---------- fork ----------
-  const formNumber = (id) => {
-    const v = Number($(id).value);
-    return Number.isFinite(v) ? v : undefined;
-  };
-
   async function fork(run, position, tokenId) {
-    if (doc.body.dataset.busy === 'true') return;
-    controls.clearError();
-    controls.setBusy(true);
-    const body = { run_id: run.run_id, position, token_id: tokenId };
-    if (run.kind === 'score') {
-      // A scored text has no sampling settings of its own: continue with the form's.
-      Object.assign(body, {
-        temperature: formNumber('temperature'),
-        top_k: formNumber('top-k'),
-        top_p: formNumber('top-p'),
-        max_new_tokens: formNumber('max-new-tokens'),
-      });
-    }
+    if (store.get().busy) return;
+    clearError();
+    store.set({ busy: 'fork' });
     try {
-      const child = await api.fork(body);
-      hooks.showRun(child, { select: position });
+      const child = await api.fork(forkBody(run, position, tokenId, store.get().form));
+      showRun(child, { select: position });
     } catch (err) {
-      controls.showError(err.message || String(err));
+      showError(err.message || String(err));
     } finally {
-      controls.setBusy(false);
+      store.set({ busy: null });
     }
   }
 
-  /** A click on a chart item; returns true when it was a candidate bar (and forks). */
-  const chartClick = (p, built) => {
-    if (!FORKABLE_VIEWS.has(built.view) || p?.data?.tokenId == null) return false;
-    const run = hooks.getRun();
-    const position = Number(built.meta?.position);
+  /** A click on a chart item; true when it was a candidate bar (and forks). */
+  const onChartClick = (p, shown) => {
+    if (!FORKABLE_VIEWS.has(shown.view) || p?.data?.tokenId == null) return false;
+    const { run } = store.get();
+    const position = Number(shown.meta?.position);
     if (!run || !Number.isInteger(position) || position <= 0) return false;
-    if (Number(built.meta['chosen-id']) === p.data.tokenId) return true; // already this token
+    if (Number(shown.meta['chosen-id']) === p.data.tokenId) return true; // already this token
     fork(run, position, p.data.tokenId);
     return true;
   };
 
   // ---------- branch tree ----------
   async function switchTo(runId) {
-    const run = hooks.getRun();
+    const { run } = store.get();
     if (run && run.run_id === runId) return;
-    controls.clearError();
+    clearError();
     try {
       const next = await api.run(runId);
-      hooks.showRun(next, next.kind === 'fork' ? { select: next.fork_position } : {});
+      showRun(next, next.kind === 'fork' ? { select: next.fork_position } : {});
     } catch (err) {
-      controls.showError(err.message || String(err));
+      showError(err.message || String(err));
     }
   }
 
   $('fork-tree').addEventListener('click', (ev) => {
     const cmp = ev.target.closest('[data-testid="compare-parent"]');
     if (cmp) {
-      const m = metas.get(cmp.dataset.branchId);
+      const m = store.get().sessionRuns.get(cmp.dataset.branchId);
       if (!m) return;
-      diffPair = { a: m.parent_id, b: m.run_id };
-      fillDiffSelects();
-      hooks.setView('diff');
+      setDiffPair({ a: m.parent_id, b: m.run_id });
+      store.set({ view: 'diff' });
       return;
     }
     const btn = ev.target.closest('[data-testid="branch"]');
@@ -236,14 +273,14 @@ export function createInteractive({ doc, api, i18n, controls, conversation, hook
         $('sampler-cut').textContent = '';
         return { message: t('view.pickToken') };
       }
-      const data = await api.tokenProbs(run.run_id, pos, samplerTopN);
+      const data = await api.tokenProbs(run.run_id, pos, ctx.state.samplerTopN);
       $('sampler-cut').textContent = samplerNote(data, t);
       const forced = run.kind === 'fork' && pos === run.fork_position;
       return buildSamplerOption(data, run.params, { ...ctx, forced });
     },
     async diff(run, ctx) {
       const panel = $('diff-tokens');
-      const { a, b } = diffPair;
+      const { sessionRuns: metas, diffA: a, diffB: b } = ctx.state;
       if (metas.size < 2 || !a || !b) {
         panel.replaceChildren();
         return { message: t('diff.needTwo') };
@@ -275,60 +312,50 @@ export function createInteractive({ doc, api, i18n, controls, conversation, hook
     },
   };
 
-  $('sampler-topn').addEventListener('change', (ev) => {
-    samplerTopN = Number(ev.target.value);
-    hooks.refreshView();
-  });
-  for (const [id, key] of [['diff-a', 'a'], ['diff-b', 'b']]) {
-    $(id).addEventListener('change', (ev) => { diffPair[key] = ev.target.value; hooks.refreshView(); });
-  }
+  $('sampler-topn').addEventListener('change', (ev) => store.set({ samplerTopN: Number(ev.target.value) }));
+  $('diff-a').addEventListener('change', (ev) => store.set({ diffA: ev.target.value }));
+  $('diff-b').addEventListener('change', (ev) => store.set({ diffB: ev.target.value }));
   $('diff-swap').addEventListener('click', () => {
-    diffPair = { a: $('diff-b').value, b: $('diff-a').value };
-    fillDiffSelects();
-    hooks.refreshView();
+    const { diffA, diffB } = store.get();
+    setDiffPair({ a: diffB, b: diffA });
   });
 
   // ---------- score text ----------
-  const setMode = (next) => {
-    mode = next;
+  const renderMode = (mode) => {
     $('gen-form').classList.toggle('mode-score', mode === 'score');
     for (const btn of doc.querySelectorAll('.mode-btn')) {
       const on = btn.dataset.mode === mode;
       btn.classList.toggle('active', on);
       btn.setAttribute('aria-selected', on ? 'true' : 'false');
     }
-    doc.body.dataset.mode = mode;
-    controls.clearError();
+    doc.body.dataset.mode = mode; // a render of state.mode for CSS; never read
   };
   for (const btn of doc.querySelectorAll('.mode-btn')) {
-    btn.addEventListener('click', () => setMode(btn.dataset.mode));
+    btn.addEventListener('click', () => {
+      store.set({ mode: btn.dataset.mode });
+      clearError();
+    });
   }
+  $('score-text').addEventListener('input', (ev) => store.set({ scoreText: ev.target.value }));
+  $('score-chat-template').addEventListener('change', (ev) => store.set({ scoreTemplate: ev.target.checked }));
 
   async function scoreText() {
-    if (doc.body.dataset.busy === 'true') return;
-    controls.clearError();
-    const text = $('score-text').value;
+    if (store.get().busy) return;
+    clearError();
+    const { scoreText: text, scoreTemplate } = store.get();
     if (!text.trim()) {
-      controls.showError(t('err.emptyScoreText'));
+      showError(t('err.emptyScoreText'));
       return;
     }
-    controls.setBusy(true);
-    $('score-submit').disabled = true;
-    $('score-busy').hidden = false;
+    store.set({ busy: 'score' });
     try {
-      const run = await api.score({ text, use_chat_template: $('score-chat-template').checked });
-      const metric = $('metric-select');
-      if (metric.value !== 'gltr') {
-        metric.value = 'gltr';
-        metric.dispatchEvent(new Event('change'));
-      }
-      hooks.showRun(run, {});
+      const run = await api.score({ text, use_chat_template: scoreTemplate });
+      store.set({ metric: 'gltr' }); // a scored text is coloured by its GLTR rank buckets
+      showRun(run, {});
     } catch (err) {
-      controls.showError(err.message || String(err));
+      showError(err.message || String(err));
     } finally {
-      controls.setBusy(false);
-      $('score-submit').disabled = false;
-      $('score-busy').hidden = true;
+      store.set({ busy: null });
     }
   }
   $('score-submit').addEventListener('click', scoreText);
@@ -339,27 +366,38 @@ export function createInteractive({ doc, api, i18n, controls, conversation, hook
     }
   });
 
-  const applyLanguage = () => {
-    renderTree();
-    fillDiffSelects();
-    const run = hooks.getRun();
-    renderScoreSummary($('score-summary'), run, { t });
+  // ---------- renders of the store ----------
+  const renderStreaming = (s) => {
+    conv.dataset.streaming = s.streaming ? 'true' : 'false';
+    $('stop').hidden = !s.streaming;
+    $('stop').disabled = s.stopping;
   };
+  const renderBusy = (busy) => {
+    $('score-submit').disabled = busy === 'score';
+    $('score-busy').hidden = busy !== 'score';
+  };
+  store.subscribe((s, prev, changed) => {
+    if (changed.has('mode')) renderMode(s.mode);
+    if (changed.has('busy')) renderBusy(s.busy);
+    if (changed.has('streaming') || changed.has('stopping')) renderStreaming(s);
+    if (changed.has('sessionRuns') || (changed.has('run') && s.run)) renderTree();
+    if (changed.has('sessionRuns') || changed.has('diffA') || changed.has('diffB')) renderDiffSelects();
+    if (changed.has('samplerTopN')) $('sampler-topn').value = String(s.samplerTopN);
+  });
+  renderMode(store.get().mode);
+  store.set({ scoreText: $('score-text').value, scoreTemplate: $('score-chat-template').checked });
 
-  setMode('generate');
   return {
-    stream,
-    get streaming() { return active !== null; },
-    get mode() { return mode; },
-    onRun,
-    chartClick,
+    name: 'interactive',
+    watch: ['samplerTopN', 'diffA', 'diffB'],
     loaders,
-    applyLanguage,
-    metas,
-    pngDetail: (view, selected) => ({ sampler: `pos${selected}`, diff: 'kl' }[view]),
-    /** The top-bar summary for runs the generic one does not fit (scored text), else null. */
-    summary: (run) => (run.kind === 'score' && run.score
-      ? t('run.summaryScore', { n: run.score.num_scored, ppl: fmtPerplexity(run.score.perplexity) })
-      : null),
+    onChartClick,
+    exportDetail: (view, s) => ({ sampler: `pos${s.selected}`, diff: 'kl' }[view]),
+    onRun,
+    onLanguage: () => {
+      renderTree();
+      renderDiffSelects();
+      renderScoreSummary($('score-summary'), store.get().run, { t });
+    },
   };
 }

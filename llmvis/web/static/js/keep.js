@@ -1,37 +1,13 @@
-// Keeping runs on the page: the history list (reopen, rename, delete), import of a .llmvis file,
-// export and share-HTML downloads of the current run, SVG export of the chart, and ?run=<id>.
+// Keeping runs on the page, as one registry feature: the history list (reopen, rename, delete),
+// import of a .llmvis file, export and share-HTML downloads of the current run, SVG export of
+// the chart, and ?run=<id>. The list the server gave lives in the store (state.history).
 // Token and title text is untrusted: it is only ever set with textContent.
 
-import { ApiError } from './api.js';
 import { PALETTE, download } from './charts.js';
+import { el, fmtBytes } from './util.js';
 
 const THEME = 'llmvis-dark';
 const DELETE_CONFIRM_MS = 4000;
-
-async function call(url, init = {}) {
-  let res;
-  try {
-    res = await fetch(url, { headers: { Accept: 'application/json' }, ...init });
-  } catch (err) {
-    throw new ApiError(String(err?.message || err), 0, null);
-  }
-  const text = await res.text();
-  let body = null;
-  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
-  if (!res.ok) throw new ApiError(body?.error || `${res.status} ${res.statusText || 'error'}`, res.status, body);
-  return body;
-}
-
-/** Human-readable byte count. Pure. */
-export function fmtBytes(n) {
-  if (!Number.isFinite(n)) return '—';
-  if (n < 1024) return `${n} B`;
-  const units = ['KB', 'MB', 'GB', 'TB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
 
 /** The run id in a page URL's ?run=, if it looks like one. Pure. */
 export function runFromSearch(search) {
@@ -59,20 +35,14 @@ export function chartToSVG(doc, echarts, chart) {
 }
 
 
-/**
- * Wire the history panel. hooks: getRun() -> current run, showRun(run), chart() -> ECharts
- * instance or null, view() -> current view name, showError(msg), clearError().
- */
-export function createKeeper({ doc, win, i18n, echarts, hooks }) {
+/** page: {doc, win, api, i18n, store, echarts, chart, showRun, showError, clearError}. */
+export function createKeeper({ doc, win, api, i18n, store, echarts, chart, showRun, showError, clearError }) {
   const { t } = i18n;
   const $ = (id) => doc.getElementById(id);
   const list = $('history-list');
   const note = $('history-note');
-  let rows = [];
-  let enabled = true;
-  let usage = null;
 
-  const currentId = () => hooks.getRun()?.run_id ?? null;
+  const currentId = () => store.get().run?.run_id ?? null;
 
   const dateText = (secs) => {
     try {
@@ -83,21 +53,18 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
   };
 
   function iconButton(testid, label, glyph) {
-    const b = doc.createElement('button');
+    const b = el(doc, 'button', 'icon-btn', glyph);
     b.type = 'button';
-    b.className = 'icon-btn';
     b.dataset.testid = testid;
     b.title = label;
     b.setAttribute('aria-label', label);
-    b.textContent = glyph;
     return b;
   }
 
   function startRename(li, row) {
     const title = li.querySelector('.history-title');
-    const input = doc.createElement('input');
+    const input = el(doc, 'input', 'history-rename-input');
     input.type = 'text';
-    input.className = 'history-rename-input';
     input.dataset.testid = 'history-rename-input';
     input.maxLength = 200;
     input.value = row.title;
@@ -109,12 +76,8 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
       const value = input.value.trim();
       if (save && value && value !== row.title) {
         try {
-          await call(`/api/history/${row.run_id}`, {
-            method: 'PATCH',
-            headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-            body: JSON.stringify({ title: value }),
-          });
-        } catch (err) { hooks.showError(err.message); }
+          await api.renameHistory(row.run_id, value);
+        } catch (err) { showError(err.message); }
       }
       await refresh();
     };
@@ -132,29 +95,25 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
 
   async function remove(row) {
     try {
-      await call(`/api/history/${row.run_id}`, { method: 'DELETE' });
-    } catch (err) { hooks.showError(err.message); }
+      await api.deleteHistory(row.run_id);
+    } catch (err) { showError(err.message); }
     await refresh();
   }
 
   function item(row) {
-    const li = doc.createElement('li');
-    li.className = 'history-item';
+    const li = el(doc, 'li', 'history-item');
     li.dataset.testid = 'history-item';
     li.dataset.runId = row.run_id;
     if (row.run_id === currentId()) li.classList.add('current');
     if (!row.same_model) li.classList.add('other-model');
-    const open = doc.createElement('button');
+    const open = el(doc, 'button', 'history-open');
     open.type = 'button';
-    open.className = 'history-open';
     open.dataset.testid = 'history-open';
-    const title = doc.createElement('span');
-    title.className = 'history-title';
-    title.textContent = row.title;
-    const meta = doc.createElement('span');
-    meta.className = 'history-meta';
-    meta.textContent = [t('history.meta', { n: row.num_tokens, date: dateText(row.created) }),
-      row.same_model ? null : t('history.otherModel', { model: row.model })].filter(Boolean).join(' · ');
+    const title = el(doc, 'span', 'history-title', row.title);
+    const meta = el(doc, 'span', 'history-meta', [
+      t('history.meta', { n: row.num_tokens, date: dateText(row.created) }),
+      row.same_model ? null : t('history.otherModel', { model: row.model }),
+    ].filter(Boolean).join(' · '));
     open.title = row.title;
     open.append(title, meta);
     open.addEventListener('click', () => openRun(row.run_id));
@@ -180,7 +139,9 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
     return li;
   }
 
+  /** Draw state.history and the export buttons (they need a run on show). */
   function render() {
+    const { enabled, rows, usage } = store.get().history;
     list.replaceChildren(...rows.map(item));
     if (!enabled) note.textContent = t('history.disabled');
     else if (!rows.length) note.textContent = t('history.empty');
@@ -191,41 +152,37 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
   }
 
   async function refresh() {
+    const prev = store.get().history;
     try {
-      const body = await call('/api/history?limit=200');
-      enabled = body.enabled;
-      rows = body.runs;
-      usage = { total: body.total, used: body.total_bytes, budget: body.budget_bytes };
+      const body = await api.history(200);
+      store.set({ history: {
+        enabled: body.enabled,
+        rows: body.runs,
+        usage: { total: body.total, used: body.total_bytes, budget: body.budget_bytes },
+        loads: prev.loads + 1,
+      } });
     } catch (err) {
-      rows = [];
-      hooks.showError(err.message);
+      store.set({ history: { ...prev, rows: [], loads: prev.loads + 1 } });
+      showError(err.message);
     }
-    render();
-    list.dataset.loaded = String(Number(list.dataset.loaded || 0) + 1);
   }
 
   async function openRun(runId) {
-    hooks.clearError();
+    clearError();
     try {
-      const run = await call(`/api/run?run_id=${encodeURIComponent(runId)}`);
-      hooks.showRun(run);
+      showRun(await api.run(runId));
     } catch (err) {
-      hooks.showError(err.message);
+      showError(err.message);
     }
   }
 
   async function importFile(file) {
-    hooks.clearError();
+    clearError();
     note.textContent = t('history.importing');
     try {
-      const run = await call('/api/import', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/octet-stream', Accept: 'application/json' },
-        body: file,
-      });
-      hooks.showRun(run);
+      showRun(await api.importRun(file));
     } catch (err) {
-      hooks.showError(err.message);
+      showError(err.message);
       render();
     }
   }
@@ -244,18 +201,24 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
     if (id) download(doc, `/api/runs/${id}/share`, `llmvis-${id}.html`);
   });
   $('save-svg').addEventListener('click', () => {
-    const chart = hooks.chart();
+    const instance = chart();
     const id = currentId();
-    if (!chart || !echarts || !id) return;
-    const svg = chartToSVG(doc, echarts, chart);
+    if (!instance || !echarts || !id) return;
+    const svg = chartToSVG(doc, echarts, instance);
     const url = URL.createObjectURL(new Blob([svg], { type: 'image/svg+xml' }));
-    download(doc, url, `llmvis-${hooks.view()}-${id}.svg`);
+    download(doc, url, `llmvis-${store.get().view}-${id}.svg`);
     setTimeout(() => URL.revokeObjectURL(url), 10_000);
   });
 
+  store.subscribe((s, prev, changed) => {
+    if (!changed.has('history')) return;
+    render();
+    list.dataset.loaded = String(s.history.loads); // test hook: the list has been (re)loaded
+  });
+
   return {
-    refresh,
-    /** A run is on screen: mark it in the list, put it in the URL, pick up a newly saved run. */
+    name: 'keep',
+    /** A run is on show: put it in the URL, pick up a newly saved run (and mark it in the list). */
     onRun(run) {
       const url = new URL(win.location.href);
       url.searchParams.set('run', run.run_id);
@@ -263,11 +226,11 @@ export function createKeeper({ doc, win, i18n, echarts, hooks }) {
       refresh();
     },
     /** The model info is loaded: fill the list and reopen ?run= if the URL names one. */
-    async ready() {
+    async onModel() {
       const id = runFromSearch(win.location.search);
       await refresh();
       if (id) await openRun(id);
     },
-    applyLanguage: render,
+    onLanguage: () => render(),
   };
 }

@@ -3,6 +3,7 @@
 // purple, as in GLTR).
 
 import { GLTR_BUCKETS } from './colors.js';
+import { el } from './util.js';
 
 /** Counts and shares of the four GLTR buckets, in order. Pure. */
 export function gltrShares(gltr) {
@@ -20,11 +21,22 @@ export function fmtPerplexity(p) {
   return p.toFixed(p >= 100 ? 1 : 2);
 }
 
-function el(doc, tag, className, text) {
-  const node = doc.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
+/**
+ * The top-bar summary of a run: generated tokens, speed and why it stopped, or for a scored
+ * text its token count and perplexity. Pure; `t` translates.
+ */
+export function runSummaryText(run, t) {
+  if (!run) return '';
+  if (run.kind === 'score' && run.score) {
+    return t('run.summaryScore', { n: run.score.num_scored, ppl: fmtPerplexity(run.score.perplexity) });
+  }
+  const nGen = run.tokens.filter((x) => x.source === 'generated').length;
+  const tps = run.timing?.tokens_per_s;
+  return t('run.summary', {
+    n: nGen,
+    tps: Number.isFinite(tps) ? tps.toFixed(1) : '—',
+    reason: t(`run.reason.${run.finish_reason}`),
+  });
 }
 
 /** Fill `root` with the score of `run` (a kind "score" run), or empty it for other runs. */

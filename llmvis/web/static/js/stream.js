@@ -1,8 +1,7 @@
-// Streaming generation: POST /api/generate/stream answers Server-Sent Events, which EventSource
-// cannot request (it only GETs), so the body is read with fetch() + a stream reader and parsed
-// here. Frames: start, prompt, token (one per step), then done or error; ':' lines are keep-alives.
-
-import { ApiError } from './api.js';
+// Streaming generation, the pure part: POST /api/generate/stream answers Server-Sent Events,
+// which EventSource cannot request (it only GETs), so api.js reads the body with fetch() and a
+// stream reader and parses it with the parser here. Frames: start, prompt, token (one per
+// step), then done or error; ':' lines are keep-alives.
 
 /** Parse one SSE frame (lines without the blank separator) into {event, data} or null. Pure. */
 export function parseFrame(frame) {
@@ -44,56 +43,6 @@ export function createSseParser() {
     },
     get pending() { return buf; },
   };
-}
-
-/**
- * POST `payload` to `url` and read the event stream. onEvent(kind, data) is called for every
- * event with its data parsed from JSON. Resolves with the `done` run; rejects with an ApiError
- * for a JSON error answer (bad input is refused before streaming starts), an `error` event, or
- * a stream that ends early, and with the AbortError when `signal` aborts.
- */
-export async function streamGenerate(url, payload, { signal, onEvent = () => {}, fetchImpl = fetch } = {}) {
-  let res;
-  try {
-    res = await fetchImpl(url, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'text/event-stream' },
-      body: JSON.stringify(payload),
-      signal,
-    });
-  } catch (err) {
-    if (err?.name === 'AbortError') throw err;
-    throw new ApiError(String(err?.message || err), 0, null);
-  }
-  const type = res.headers.get('content-type') || '';
-  if (!res.ok || !type.startsWith('text/event-stream')) {
-    const text = await res.text();
-    let body = null;
-    try { body = text ? JSON.parse(text) : null; } catch { body = null; }
-    const msg = (body && typeof body.error === 'string' && body.error) || `${res.status} ${res.statusText || 'error'}`;
-    throw new ApiError(msg, res.status, body);
-  }
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder('utf-8');
-  const parser = createSseParser();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      const frames = parser.feed(done ? decoder.decode() : decoder.decode(value, { stream: true }));
-      for (const frame of frames) {
-        let data;
-        try { data = JSON.parse(frame.data); } catch { throw new ApiError(`invalid event data (${frame.event})`, 0, null); }
-        if (frame.event === 'error') {
-          throw new ApiError(String(data?.error || 'generation failed'), data?.status ?? 500, data);
-        }
-        onEvent(frame.event, data);
-        if (frame.event === 'done') return data;
-      }
-      if (done) throw new ApiError('the event stream ended before the run was done', 0, null);
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
 }
 
 /** The run as known while it streams: what `start` and `prompt` gave, plus tokens so far. Pure. */

@@ -5,6 +5,7 @@
 import { FONT, MONO, PALETTE, baseTooltip, escapeHtml } from '../charts.js';
 import { fmtNum, visibleText } from '../tokens.js';
 import { paramsText } from './sampler.js';
+import { el } from '../util.js';
 
 const firstGenerated = (tokens) => {
   const i = tokens.findIndex((x) => x.source === 'generated');
@@ -26,13 +27,6 @@ export function diffRange(diff, context = 4) {
 export function meanKlAfter(diff, key) {
   const rows = diff.kl.filter((r) => !r.in_common_prefix && Number.isFinite(r[key]));
   return rows.length ? rows.reduce((s, r) => s + Math.max(0, r[key]), 0) / rows.length : null;
-}
-
-function el(doc, tag, className, text) {
-  const node = doc.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 /**

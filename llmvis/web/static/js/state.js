@@ -1,0 +1,47 @@
+// Every piece of the page's state, with its starting value: the one list of what the store
+// (store.js) holds. Modules read it with store.get() and change it with store.set(patch).
+
+/** The page's state at load. Pure. */
+export function initialState() {
+  return {
+    // ---- server and run ----
+    model: null, // /api/model answer (layers, heads, limits), null until it arrives
+    run: null, // the run on show (null before the first one and while a new one streams)
+    labels: { short: [], long: [] }, // axis / tooltip labels of run.tokens (12 and 32 characters)
+    selected: null, // the selected token position
+    scrollToSelected: false, // whether that selection scrolls its chip into view
+    lastSeed: null, // the seed of the run on show, for the "reuse seed" button
+    segments: null, // {runId, list}: chat segment of every position of the run on show
+    sessionRuns: new Map(), // run_id -> runMeta of every run this page has shown (tree, diff)
+    // ---- left column ----
+    form: null, // the form's raw values: {prompt, system, temperature, top_k, top_p, max_new_tokens, seed}
+    mode: 'generate', // 'generate' | 'score'
+    scoreText: '', // the text to score
+    scoreTemplate: false, // wrap it in the chat template
+    busy: null, // null, or what the page waits for: 'generate' | 'fork' | 'score'
+    streaming: false, // a generation is streaming
+    stopping: false, // Stop was pressed for it
+    error: '', // the error line
+    estimate: null, // /api/estimate answer for the form, or null
+    history: { enabled: true, rows: [], usage: null, loads: 0 }, // /api/history, and how often it loaded
+    // ---- conversation ----
+    metric: 'prob', // chip colour: 'prob' | 'entropy' | 'rank' | 'gltr'
+    // ---- views ----
+    view: 'attention', // the tab on show
+    shown: { view: null, meta: {} }, // what the chart last drew (chart clicks are read against it)
+    layer: 0, // attention layer
+    head: 'mean', // attention head: 'mean' | 'max' | number
+    scale: 'sqrt', // attention colour scale: 'sqrt' | 'linear' | 'log'
+    attnRange: 'all', // attention: 'all' (pooled) | 'window' (128 around the selection)
+    topN: 20, // candidates in the probabilities view
+    projLayer: null, // projection layer (0 = embeddings); the middle layer once the model is known
+    lensMetric: 'prob', // logit lens colour: 'prob' | 'rank' | 'entropy'
+    lensRange: 'generated', // logit lens columns: 'generated' | 'all'
+    headsMode: 'grid', // Heads tab: 'grid' | 'row' | 'segments'
+    headsMetric: 'entropy', // head grid statistic
+    rowHead: 'mean', // head of the row view
+    samplerTopN: 20, // candidates in the sampler view
+    diffA: null, // run ids compared in the diff view
+    diffB: null,
+  };
+}
