@@ -74,7 +74,7 @@ let themeRegistered = false;
 
 /**
  * Create the chart host on `container`.
- * Returns {render(view, option, meta), showMessage, savePNG(filename), on, chart, resize}.
+ * Returns {chart, resize, render(view, option, meta), showMessage(text, view), savePNG(filename), on, zr}.
  */
 export function createChartHost(container, { echarts, overlay, overlayText }) {
   if (!themeRegistered) {
@@ -137,22 +137,9 @@ export function createChartHost(container, { echarts, overlay, overlayText }) {
   };
 }
 
-/** Common pieces of options. */
+/** The tooltip settings every chart shares (kept inside the chart box). Pure. */
 export function baseTooltip(extra = {}) {
   return { confine: true, appendToBody: false, ...extra };
-}
-
-export function toolboxFor(filenameStem) {
-  return {
-    right: 8,
-    top: 2,
-    itemSize: 14,
-    iconStyle: { borderColor: PALETTE.muted },
-    emphasis: { iconStyle: { borderColor: PALETTE.text } },
-    feature: {
-      saveAsImage: { name: filenameStem, backgroundColor: PALETTE.panel, pixelRatio: 2, title: 'PNG' },
-    },
-  };
 }
 
 /** Escape a string for ECharts rich-text/formatter HTML tooltips (they render HTML). */

@@ -17,7 +17,7 @@ import { createKeeper } from './keep.js';
 import { createRegistry } from './registry.js';
 import { runSummaryText } from './score.js';
 import { initialState } from './state.js';
-import { createStore } from './store.js';
+import { createStore, touched } from './store.js';
 import { fmtNum, fmtProb, tokenLabels } from './tokens.js';
 import { el } from './util.js';
 
@@ -200,7 +200,7 @@ function boot() {
       conversation.render(s.run);
       convEl.dataset.runId = s.run.run_id; // test hook: the run on show
     }
-    if ((runChanged || changed.has('selected')) && s.run && s.selected != null) {
+    if (touched(changed, 'run', 'selected') && s.run && s.selected != null) {
       conversation.select(s.selected, { scroll: s.scrollToSelected });
       convEl.dataset.selected = String(s.selected);
     }
@@ -208,9 +208,9 @@ function boot() {
       conversation.setMetric(s.metric);
       $('metric-select').value = s.metric;
     }
-    if (runChanged || changed.has('metric')) renderLegend();
+    if (touched(changed, 'run', 'metric')) renderLegend();
     if (runChanged) renderRunSummary();
-    if (runChanged || changed.has('selected')) renderSelectionBar();
+    if (touched(changed, 'run', 'selected')) renderSelectionBar();
     if (changed.has('view')) renderTabs(s.view);
     if (runChanged && s.run) registry.emit('onRun', s.run);
     if (changed.has('model') && s.model) registry.emit('onModel', s.model);

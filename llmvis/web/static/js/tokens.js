@@ -14,7 +14,7 @@ const WS_MAP = new Map([
 // code point, so hostile text cannot hide content or reorder what the reader sees.
 const INVISIBLE = /^[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]$/u;
 
-/** Is this character shown as a marker rather than as itself? */
+/** The marker shown for this character, or null when it is shown as itself. */
 function markerFor(ch) {
   if (WS_MAP.has(ch)) return WS_MAP.get(ch);
   if (INVISIBLE.test(ch)) return `⟨U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩`;
@@ -87,7 +87,7 @@ export function endsIncomplete(bytes) {
   return need > 1 && n - i < need;
 }
 
-/** True when the bytes begin with a continuation byte (they finish an earlier character). */
+/** True when the bytes begin with a continuation byte (they finish an earlier character). Pure. */
 export function startsWithContinuation(bytes) {
   return bytes.length > 0 && isContinuation(bytes[0]);
 }
@@ -176,12 +176,12 @@ export function candidateLabel(cand, maxLen = 16) {
   return visibleText(cand.text, maxLen);
 }
 
-/** Human-readable text of the grouped conversation (what a reader sees, markers included). */
+/** Human-readable text of the grouped conversation (what a reader sees, markers included). Pure. */
 export function readableText(items) {
   return items.map((it) => visibleText(it.kind === 'group' ? it.text : it.token.text)).join('');
 }
 
-/** Short number formats used across the page. Pure. */
+/** A probability in short form: 3 decimals from 0.1, 4 from 0.001, an exponent below. Pure. */
 export function fmtProb(p) {
   if (p == null || !Number.isFinite(p)) return '—';
   if (p === 0) return '0';
@@ -189,10 +189,12 @@ export function fmtProb(p) {
   return p.toExponential(1);
 }
 
+/** A number with `digits` decimals, or — when missing. Pure. */
 export function fmtNum(x, digits = 3) {
   return x == null || !Number.isFinite(x) ? '—' : x.toFixed(digits);
 }
 
+/** A share as a percentage, or — when missing. Pure. */
 export function fmtPct(x, digits = 1) {
   return x == null || !Number.isFinite(x) ? '—' : `${(100 * x).toFixed(digits)}%`;
 }

@@ -40,14 +40,15 @@ export function poolLowerTriangular(matrix, maxCells = MAX_CELLS) {
   return { factor, size, cells };
 }
 
-function headLabel(head, t, groupSize) {
+/** The label of a head choice: the mean, the max, or head h with its KV head (GQA). Pure. */
+export function headLabel(head, t, groupSize) {
   if (head === 'mean') return t('head.mean');
   if (head === 'max') return t('head.max');
   const h = Number(head);
   return t('head.n', { h, kv: Math.floor(h / groupSize) });
 }
 
-/** Build the ECharts option. ctx: {t, selected, scale, height, width, model}. Pure. */
+/** Build the ECharts option. ctx: {t, selected, scale, width, height, groupSize, labels, longLabels}. Pure. */
 export function buildAttentionOption(data, ctx) {
   const { t } = ctx;
   const n = data.num_tokens ?? data.matrix.length;
@@ -204,7 +205,7 @@ export function buildAttentionOption(data, ctx) {
   };
 }
 
-/** Map a clicked heatmap cell back to a query position. */
+/** Map a clicked heatmap cell back to a query position. Pure. */
 export function attentionRowToPosition(cell, meta) {
   return (meta.offset || 0) + cell[1] * (meta.pool || 1);
 }
@@ -222,5 +223,3 @@ export function attentionRequest(n, range, selected) {
   const start = Math.max(0, Math.min(n - WINDOW, Math.floor((selected - (3 * WINDOW) / 4) / step) * step));
   return { q_start: start, q_end: start + WINDOW, k_start: start, k_end: start + WINDOW };
 }
-
-export { headLabel };

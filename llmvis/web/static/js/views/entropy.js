@@ -10,7 +10,7 @@ export function mean(values) {
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
 }
 
-/** Build the ECharts option from a run. ctx: {t, selected}. Pure. */
+/** Build the ECharts option from a run. ctx: {t, selected, longLabels}. Pure. */
 export function buildEntropyOption(run, ctx) {
   const { t } = ctx;
   const toks = run.tokens;

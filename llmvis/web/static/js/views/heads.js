@@ -15,7 +15,6 @@ export const SEGMENT_COLOURS = Object.freeze({
   system: '#bb9af7', user: '#7aa2f7', assistant: '#e0af68', think: '#9ece6a', template: '#6b7280',
 });
 
-/** Heads grouped by the KV head they read: [{kv, heads: [h...]}]. Pure. */
 /** The layers axis shared by the head grid and the row view (layer 0 on top). Pure. */
 function layerAxis(L, plotH, t) {
   return {
@@ -31,6 +30,7 @@ function layerAxis(L, plotH, t) {
   };
 }
 
+/** Heads grouped by the KV head they read: [{kv, heads: [h...]}]. Pure. */
 export function kvBands(kvGroup) {
   const bands = [];
   kvGroup.forEach((kv, h) => {
@@ -178,7 +178,7 @@ export function sampledNote(t, used, total) {
   return used != null && used < total ? ` · ${t('heads.sampled', { used, total })}` : '';
 }
 
-/** Map a clicked grid cell to {layer, head}. */
+/** Map a clicked grid cell to {layer, head}. Pure. */
 export function gridCellToHead(cell) {
   return { layer: cell[1], head: cell[0] };
 }

@@ -289,7 +289,7 @@ export function buildLensOption(data, ctx) {
   };
 }
 
-/** Map a clicked lens cell back to a position. */
+/** Map a clicked lens cell back to a position. Pure. */
 export function lensCellToPosition(cell, meta) {
   return (meta.start || 0) + cell[0];
 }

@@ -23,7 +23,7 @@ export function candidateRows(data) {
   return rows;
 }
 
-/** Build the ECharts option. ctx: {t, height}. Pure. */
+/** Build the ECharts option. ctx: {t, height, longLabels}. Pure. */
 export function buildProbsOption(data, ctx) {
   const { t } = ctx;
   const rows = candidateRows(data);
@@ -154,7 +154,7 @@ export function buildProbsOption(data, ctx) {
   };
 }
 
-/** Text for the cut-mass note. */
+/** Text for the cut-mass note. Pure. */
 export function cutMassText(data, t) {
   if (data.token.source === 'prompt' || data.cut_mass == null) return t('probs.cutMassNone');
   return t('probs.cutMass', { mass: fmtPct(data.cut_mass, 2) });

@@ -59,7 +59,7 @@ export function clampPoints(points, win) {
 
 const LARGE = 1500;
 
-/** Build the ECharts option. ctx: {t, run, selected}. Pure. */
+/** Build the ECharts option. ctx: {t, run, selected, labels, longLabels}. Pure. */
 export function buildProjectionOption(data, ctx) {
   const { t } = ctx;
   const n = data.points.length;

@@ -234,7 +234,7 @@ export function buildSamplerOption(data, params, ctx) {
   };
 }
 
-/** The toolbar note: the mass the filters cut, or why there is none. */
+/** The toolbar note: the mass the filters cut, or why there is none. Pure. */
 export function samplerNote(data, t) {
   if (data.token.source !== 'generated' || data.cut_mass == null) return t('sampler.noCut');
   return t('sampler.cutMass', { mass: fmtPct(data.cut_mass, 2) });

@@ -15,7 +15,7 @@ export function quantile(values, q) {
   return v[idx];
 }
 
-/** Build the ECharts option. ctx: {t, selected, width, height}. Pure. */
+/** Build the ECharts option. ctx: {t, selected, width, height, labels, longLabels}. Pure. */
 export function buildSimilarityOption(data, ctx) {
   const { t } = ctx;
   const L = data.per_layer.length;
