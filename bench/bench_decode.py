@@ -34,9 +34,10 @@ def main() -> None:
 
     import torch
 
-    from llmvis.config import ModelConfig
-    from llmvis.generation import GenerationParams, _Recorder, decode, logits_from_hidden
-    from llmvis.models import load_model
+    from llmvis.core.config import ModelConfig
+    from llmvis.engine.decode import GenerationParams, _Recorder, decode
+    from llmvis.model.introspect import logits_from_hidden
+    from llmvis.model.loading import load_model
 
     lm = load_model(ModelConfig())
     model, tok = lm.model, lm.tokenizer

@@ -28,10 +28,10 @@ def main() -> None:
 
     import torch
 
-    from llmvis.app import create_app
-    from llmvis.config import ModelConfig, ServerConfig
-    from llmvis.models import load_model
-    from llmvis.service import Engine
+    from llmvis.web.app import create_app
+    from llmvis.core.config import ModelConfig, ServerConfig
+    from llmvis.model.loading import load_model
+    from llmvis.engine.engine import Engine
 
     t0 = time.perf_counter()
     lm = load_model(ModelConfig(model=args.model))

@@ -29,10 +29,10 @@ def main() -> None:
 
     from bench_long import prompt_of_length
 
-    from llmvis.app import create_app
-    from llmvis.config import ModelConfig, ServerConfig
-    from llmvis.models import load_model
-    from llmvis.service import Engine
+    from llmvis.web.app import create_app
+    from llmvis.core.config import ModelConfig, ServerConfig
+    from llmvis.model.loading import load_model
+    from llmvis.engine.engine import Engine
 
     lm = load_model(ModelConfig())
     client = create_app(Engine(lm, ServerConfig(max_new_tokens=args.new_tokens))).test_client()

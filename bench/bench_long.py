@@ -78,10 +78,10 @@ def main() -> None:
         print(json.dumps(merged, indent=2))
         return
 
-    from llmvis.app import create_app
-    from llmvis.config import ModelConfig, ServerConfig
-    from llmvis.models import load_model
-    from llmvis.service import Engine
+    from llmvis.web.app import create_app
+    from llmvis.core.config import ModelConfig, ServerConfig
+    from llmvis.model.loading import load_model
+    from llmvis.engine.engine import Engine
 
     lm = load_model(ModelConfig())
     budget = 1 << 30

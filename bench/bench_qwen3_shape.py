@@ -57,10 +57,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    from llmvis.app import create_app
-    from llmvis.config import ModelConfig, ServerConfig
-    from llmvis.models import LoadedModel, ModelSource, load_model
-    from llmvis.service import Engine
+    from llmvis.web.app import create_app
+    from llmvis.core.config import ModelConfig, ServerConfig
+    from llmvis.model.loading import LoadedModel, ModelSource, load_model
+    from llmvis.engine.engine import Engine
 
     dtype = getattr(torch, args.dtype)
     tokenizer = load_model(ModelConfig()).tokenizer  # the default model's; its model is dropped here

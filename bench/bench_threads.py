@@ -24,17 +24,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def measure(tokens: int, repeats: int, tuned: bool) -> dict:
-    import llmvis.app
-    import llmvis.store
+    import llmvis.web.app
+    import llmvis.engine.store
 
     if not tuned:
-        llmvis.store.tune_allocator = llmvis.app.tune_allocator = lambda: False
+        llmvis.engine.store.tune_allocator = llmvis.web.app.tune_allocator = lambda: False
     from bench_browser import text_of_tokens
 
-    from llmvis.app import create_app
-    from llmvis.config import ModelConfig, ServerConfig
-    from llmvis.models import load_model
-    from llmvis.service import Engine
+    from llmvis.web.app import create_app
+    from llmvis.core.config import ModelConfig, ServerConfig
+    from llmvis.model.loading import load_model
+    from llmvis.engine.engine import Engine
 
     lm = load_model(ModelConfig())
     client = create_app(Engine(lm, ServerConfig())).test_client()

@@ -12,9 +12,23 @@ __version__ = "0.1.0"
 __all__ = ["trace", "load", "Trace", "__version__"]
 
 
-def __getattr__(name):
-    if name in ("trace", "load", "Trace"):
-        from . import pyapi
+def trace(prompt=None, model="default", **options):
+    """Generate from `prompt` and trace everything, as POST /api/generate does; see llmvis.pyapi.trace."""
+    from llmvis import pyapi  # lazy: `import llmvis` and `llmvis.trace` must not load torch
 
-        return getattr(pyapi, name)
+    return pyapi.trace(prompt, model, **options)
+
+
+def load(path, model=None, device="auto", dtype="auto"):
+    """Open a `.llmvis` bundle as a Trace; see llmvis.pyapi.load."""
+    from llmvis import pyapi  # lazy, as above
+
+    return pyapi.load(path, model, device, dtype)
+
+
+def __getattr__(name):
+    if name == "Trace":
+        from llmvis import pyapi  # lazy, as above
+
+        return pyapi.Trace
     raise AttributeError(f"module 'llmvis' has no attribute {name!r}")

@@ -15,7 +15,16 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .errors import LlmvisError
+from llmvis.core.config import ModelConfig, ServerConfig
+from llmvis.core.errors import BadRequest, LlmvisError
+from llmvis.engine.engine import Engine
+from llmvis.keep.bundle import bundle_header, read_bundle
+from llmvis.keep.history import atomic_write
+from llmvis.keep.library import export_bundle
+from llmvis.model.loading import load_model
+from llmvis.web import serialize
+from llmvis.web.share import share_html
+from llmvis.web.validate import parse_bool, parse_messages, parse_sampling
 
 _ENGINES: dict[tuple, object] = {}
 _LOCK = threading.Lock()
@@ -24,10 +33,6 @@ MAX_NEW_TOKENS = 8192  # the API's own cap; the model's context bounds it furthe
 
 def engine_for(model: str = "default", device: str = "auto", dtype: str = "auto"):
     """The Engine for a model spec, loaded on first use and cached for the process."""
-    from .config import ModelConfig, ServerConfig
-    from .models import load_model
-    from .service import Engine
-
     key = (str(model), device, dtype)
     with _LOCK:
         eng = _ENGINES.get(key)
@@ -50,7 +55,7 @@ class Trace:
     def to_dict(self) -> dict:
         """The run exactly as GET /api/run returns it."""
         if self._dict is None:
-            self._dict = self.engine.run_dict(self.run)
+            self._dict = serialize.run_dict(self.engine, self.run)
         return self._dict
 
     @property
@@ -92,24 +97,20 @@ class Trace:
     def token_probs(self, position: int, top_n: int = 10) -> dict:
         """What the model considered at `position`: entropy, cut_mass and the top_n candidates."""
         if not 1 <= int(top_n) <= self.engine.config.max_top_n:
-            from .errors import BadRequest
-
             raise BadRequest("top_n", f"must be in [1, {self.engine.config.max_top_n}], got {top_n}")
-        return self.engine.token_probs(self.run, int(position), int(top_n))
+        return serialize.token_probs(self.engine, self.run, int(position), int(top_n))
 
     def hidden_similarity(self) -> dict:
-        return self.engine.hidden_similarity(self.run)
+        return serialize.similarity(self.engine, self.run, self.engine.similarity(self.run))
 
     def projection(self, layer: int | None = None) -> dict:
         layer = self.engine.lm.num_layers if layer is None else int(layer)
-        return self.engine.projection(self.run, layer, "pca")
+        coords, variance, fit_start = self.engine.projection(self.run, layer)
+        return serialize.projection(self.engine, self.run, layer, "pca", coords, variance, fit_start)
 
     # ---- files -------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the run as a `.llmvis` bundle (what `llmvis show` and the page's import read)."""
-        from .history import atomic_write
-        from .library import export_bundle
-
         path = Path(path).expanduser()
         if not path.parent.is_dir():
             raise LlmvisError(f"cannot write {path}: folder {path.parent} does not exist")
@@ -118,9 +119,6 @@ class Trace:
 
     def share_html(self, path, layers: list[int] | None = None) -> Path:
         """Write the self-contained HTML view of the run."""
-        from .history import atomic_write
-        from .share import share_html
-
         path = Path(path).expanduser()
         atomic_write(path, share_html(self.engine, self.run, layers).encode("utf-8"))
         return path
@@ -132,8 +130,6 @@ class Trace:
 
 def parse_request(prompt=None, **fields):
     """(messages, GenerationParams, use_chat_template) validated exactly as POST /api/generate's body."""
-    from .validate import parse_bool, parse_messages, parse_sampling
-
     body = {"prompt": prompt, **fields}
     return parse_messages(body), parse_sampling(body, MAX_NEW_TOKENS), parse_bool(body, "use_chat_template", None)
 
@@ -152,7 +148,8 @@ def trace(prompt: str | None = None, model: str = "default", *, messages: list[d
                                            top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
                                            use_chat_template=use_chat_template)  # before the (slow) model load
     eng = engine_for(model, device, dtype)
-    run = eng.execute(eng.prepare(msgs, params, template), on_token=on_token)
+    step = None if on_token is None else lambda pos, tid, stats: on_token(serialize.step_token(eng, pos, tid, stats))
+    run = eng.execute(eng.prepare(msgs, params, template), on_token=step)
     return Trace(eng, run)
 
 
@@ -185,8 +182,6 @@ def bundle_model(meta: dict, model: str | None) -> str:
 
 def load(path, model: str | None = None, device: str = "auto", dtype: str = "auto") -> Trace:
     """Open a `.llmvis` bundle. The model it was made with is loaded (or `model`, if given)."""
-    from .bundle import bundle_header, read_bundle
-
     data = read_bundle_file(path)
     meta = bundle_header(data)
     eng = engine_for(bundle_model(meta, model), device, dtype)

@@ -20,8 +20,8 @@ atexit.register(shutil.rmtree, _TEST_DATA_DIR, True)
 @pytest.fixture(scope="session")
 def default_lm():
     """The embedded SmolLM2-135M-Instruct, loaded through the real code path."""
-    from llmvis.config import ModelConfig
-    from llmvis.models import load_model
+    from llmvis.core.config import ModelConfig
+    from llmvis.model.loading import load_model
 
     return load_model(ModelConfig())
 

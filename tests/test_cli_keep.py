@@ -124,7 +124,7 @@ def test_python_api_shares_the_engine_and_round_trips(default_lm, tmp_path):
     assert loaded.tokens == run.tokens and loaded.params == run.params
     assert np.array_equal(loaded.attention(3, "mean"), run.attention(3, "mean"))
     assert loaded.token_probs(n - 1) == run.token_probs(n - 1)
-    from llmvis.errors import BadRequest, LlmvisError
+    from llmvis.core.errors import BadRequest, LlmvisError
 
     with pytest.raises(BadRequest, match="temperature"):
         llmvis.trace("x", temperature=-1)

@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from llmvis.app import create_app
-from llmvis.config import ServerConfig
-from llmvis.service import Engine
+from llmvis.web.app import create_app
+from llmvis.core.config import ServerConfig
+from llmvis.engine.engine import Engine
 
 pytestmark = pytest.mark.model
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from llmvis.app import create_app
-from llmvis.config import ServerConfig
-from llmvis.service import Engine
+from llmvis.web.app import create_app
+from llmvis.core.config import ServerConfig
+from llmvis.engine.engine import Engine
 
 pytestmark = pytest.mark.model
 VIEWS = [
@@ -122,7 +122,7 @@ def test_import_by_multipart_and_twice_gives_the_same_run(default_lm, first):
 def _rewrite(bundle: bytes, change) -> bytes:
     from safetensors.torch import load, save
 
-    from llmvis.bundle import bundle_header
+    from llmvis.keep.bundle import bundle_header
 
     meta = bundle_header(bundle)
     tensors = load(bundle)

@@ -8,10 +8,10 @@ model's tokenizer (so the chat template, segments and token texts are real), the
 import pytest
 import torch
 
-from llmvis.app import create_app
-from llmvis.config import ModelConfig, ServerConfig
-from llmvis.models import load_model
-from llmvis.service import Engine
+from llmvis.web.app import create_app
+from llmvis.core.config import ModelConfig, ServerConfig
+from llmvis.model.loading import load_model
+from llmvis.engine.engine import Engine
 
 pytestmark = pytest.mark.model
 KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3", "gemma3_mm")

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmvis.app import create_app
-from llmvis.config import ServerConfig
-from llmvis.service import Engine
+from llmvis.web.app import create_app
+from llmvis.core.config import ServerConfig
+from llmvis.engine.engine import Engine
 
 pytestmark = pytest.mark.model
 EXAMPLES = int(os.environ.get("LLMVIS_FUZZ_EXAMPLES", "400"))

@@ -4,15 +4,9 @@ import math
 import pytest
 import torch
 
-from llmvis.analysis import (
-    causal_attention_probs,
-    cosine_consecutive,
-    entropy_from_logits,
-    entropy_of_probs,
-    pca_2d,
-    rank_of,
-    sampling_distribution,
-)
+from llmvis.core.attention import causal_attention_probs
+from llmvis.core.metrics import entropy_from_logits, entropy_of_probs, rank_of, sampling_distribution
+from llmvis.core.vectors import cosine_consecutive, pca_2d
 
 
 def test_entropy_uniform_and_point_mass():
@@ -93,7 +87,7 @@ def test_pca_single_point():
 
 
 def test_attention_view_reduces_heads_without_the_full_tensor():
-    from llmvis.analysis import causal_attention_view
+    from llmvis.core.attention import causal_attention_view
 
     torch.manual_seed(1)
     q, k = torch.randn(4, 9, 8), torch.randn(2, 9, 8)  # GQA: heads 0,1 -> kv 0; heads 2,3 -> kv 1
@@ -128,7 +122,7 @@ def test_causal_attention_gqa_chunks_and_window():
 
 
 def test_pool_matrix_max_and_mean_with_partial_edge_tiles():
-    from llmvis.analysis import pool_matrix
+    from llmvis.core.attention import pool_matrix
 
     m = torch.arange(25, dtype=torch.float32).view(5, 5)
     mx = pool_matrix(m, 2, "max")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmvis.errors import BadRequest, RunNotFound
-from llmvis.history import History, atomic_write
-from llmvis.share import inline_script, json_for_html
+from llmvis.core.errors import BadRequest, RunNotFound
+from llmvis.keep.history import History, atomic_write
+from llmvis.web.share import inline_script, json_for_html
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def test_atomic_write_leaves_no_partial_or_temp_file(tmp_path):
 
 WRITER = textwrap.dedent("""
     import random, sys
-    from llmvis.history import History
+    from llmvis.keep.history import History
     folder, who, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     hist = History(folder, budget_bytes=40_000)
     for i in range(n):

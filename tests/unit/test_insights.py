@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from llmvis.analysis import causal_attention_probs, causal_attention_rows
-from llmvis.generation import GenerationParams, decode
-from llmvis.insights import (
-    SEGMENTS, HeadStatsAccumulator, LensResult, attention_row_all_layers, attention_stats, first_true,
-    kv_groups, lens_stats, logit_lens, sample_rows, segment_spans, think_segments,
-)
-from llmvis.runs import layer_attention, layer_attention_rows
+from llmvis.core.attention import causal_attention_probs, causal_attention_rows
+from llmvis.engine.decode import GenerationParams, decode
+from llmvis.core.attention import kv_groups
+from llmvis.core.heads import HeadStatsAccumulator, sample_rows
+from llmvis.core.lens import LensResult, first_true, lens_stats
+from llmvis.core.segments import SEGMENTS, segment_spans, think_segments
+from llmvis.engine.views import attention_row_all_layers, attention_stats, logit_lens
+from llmvis.model.capture import layer_attention, layer_attention_rows
 
 
 # ---- pure functions, by hand ------------------------------------------------------------------

@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from llmvis.config import ModelConfig
-from llmvis.models import _cache_is_complete, cache_folder, default_gguf, load_model
+from llmvis.core.config import ModelConfig
+from llmvis.model.loading import _cache_is_complete, cache_folder, default_gguf, load_model
 
 pytestmark = pytest.mark.model
 

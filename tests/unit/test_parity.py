@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from llmvis.generation import GenerationParams, decode
-from llmvis.insights import logit_lens
-from llmvis.runs import CAPTURE_KEY, capture_mode, layer_attention
+from llmvis.engine.decode import GenerationParams, decode
+from llmvis.engine.views import logit_lens
+from llmvis.model.capture import CAPTURE_KEY, capture_mode, layer_attention
 
 KINDS = ("qwen3", "llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3", "gemma3_mm")
 

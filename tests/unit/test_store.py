@@ -3,8 +3,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from llmvis.errors import RunExpired, RunNotFound
-from llmvis.store import RunStore
+from llmvis.core.errors import RunExpired, RunNotFound
+from llmvis.engine.store import RunStore
 
 
 @dataclass
@@ -43,7 +43,7 @@ def test_resize_evicts_others_but_keeps_the_growing_run():
 def test_tune_allocator_applies_on_glibc_and_is_idempotent():
     import platform
 
-    from llmvis.store import tune_allocator
+    from llmvis.engine.store import tune_allocator
 
     first, second = tune_allocator(), tune_allocator()
     assert first == second

@@ -1,7 +1,7 @@
 """Token bytes, partial UTF-8 detection and chat segments, on the real tokenizer."""
 import pytest
 
-from llmvis.tokens import TokenTexts, build_prompt
+from llmvis.core.tokens import TokenTexts, build_prompt
 
 pytestmark = pytest.mark.model
 

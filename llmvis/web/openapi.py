@@ -5,7 +5,8 @@ described route exists, and every documented parameter is validated by its route
 """
 from __future__ import annotations
 
-from . import __version__
+from llmvis import __version__
+from llmvis.core.segments import SEGMENTS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -51,7 +52,7 @@ TOKEN = {
         "entropy": {"type": ["number", "null"]}, "sample_prob": {"type": ["number", "null"]},
         "sample_entropy": {"type": ["number", "null"]}, "cut_mass": {"type": ["number", "null"]},
         "special": {"type": "boolean"}, "bytes": {"type": "string"}, "partial": {"type": "boolean"},
-        "segment": {"type": "string", "enum": ["system", "user", "assistant", "template", "think"]},
+        "segment": {"type": "string", "enum": list(SEGMENTS)},
     },
 }
 RUN = {
@@ -81,7 +82,16 @@ PATHS = {
     "/api/estimate": {"post": {
         "summary": "Estimate the memory of a generation with this body (nothing is generated)",
         "requestBody": {"required": True, "content": {"application/json": {"schema": GENERATE_BODY}}},
-        "responses": _resp({"type": "object", "required": ["num_tokens", "run_bytes", "peak_bytes", "fits"]}, 400),
+        "responses": _resp({"type": "object", "required": ["num_tokens", "run_bytes", "peak_bytes", "fits"], "properties": {
+            "run_bytes": {"type": "integer", "description": "what the run store will hold for the run (hidden states, "
+                          "the pre-norm last state, step statistics), before any view is cached"},
+            "kv_cache_bytes": {"type": "integer", "description": "the KV cache while decoding"},
+            "attention_layer_bytes": {"type": "integer", "description": "one cached attention view: a (T, T) float32 "
+                                      "matrix for one (layer, head) or head reduction"},
+            "attention_cache_bytes": {"type": "integer", "description": "the most attention views one run caches"},
+            "peak_bytes": {"type": "integer", "description": "the run plus the larger of the generation's and an "
+                           "attention view's transient memory"},
+        }}, 400),
     }},
     "/api/generate/stream": {"post": {
         "summary": "Generate with Server-Sent Events: start, prompt, token..., done | error",

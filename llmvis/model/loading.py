@@ -19,11 +19,18 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ModelConfig
-from .errors import ModelLoadError
+import torch
+import transformers
+from safetensors.torch import save_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmvis.core.config import ModelConfig
+from llmvis.core.errors import ModelLoadError
+from llmvis.model.introspect import text_config
 
 log = logging.getLogger("llmvis.models")
 
@@ -85,7 +92,7 @@ class LoadedModel:
     @property
     def config(self):
         """The language model's config (the text part of a multimodal checkpoint)."""
-        return self.model.config.get_text_config(decoder=True)
+        return text_config(self.model)
 
     @property
     def device(self):
@@ -132,8 +139,6 @@ class LoadedModel:
 
 
 def pick_device(device: str) -> str:
-    import torch
-
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -144,8 +149,6 @@ def pick_device(device: str) -> str:
 
 
 def pick_dtype(dtype: str, device: str):
-    import torch
-
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype == "auto":
         if device.startswith("cuda"):
@@ -167,8 +170,6 @@ def _cache_key(gguf: Path) -> str:
     4 MiB (the header, the tensor index and the tail of the data) identify the file in
     milliseconds even for multi-GB files.
     """
-    import transformers
-
     size = gguf.stat().st_size
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{size}|{transformers.__version__}|".encode())
     with open(gguf, "rb") as fh:
@@ -198,8 +199,6 @@ def _prune_stale(target: Path) -> None:
 
 def _write_cache(model, tokenizer, target: Path) -> None:
     """Write a GGUF-loaded model as a plain HF folder (save_pretrained refuses GGUF models)."""
-    from safetensors.torch import save_model
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
@@ -241,7 +240,7 @@ def _shared_gguf_parsing():
     rebuilds gguf's tensor-name map once per module; both dominate a cold start. Within this
     context the reader and the name map are memoised (both are read-only).
     """
-    import gguf
+    import gguf  # only GGUF sources need it
 
     original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict = {}
@@ -262,8 +261,6 @@ def _shared_gguf_parsing():
 
 
 def _from_folder(folder: Path, torch_dtype, device: str, device_map: str | None, **extra):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)
     kwargs = dict(dtype=torch_dtype, local_files_only=True, attn_implementation="sdpa", **extra)
     if device_map:
@@ -285,8 +282,6 @@ def _from_folder(folder: Path, torch_dtype, device: str, device_map: str | None,
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load the configured model; raise ModelLoadError with a one-line message on failure."""
-    import time
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     source = resolve_source(cfg.model)
     device = pick_device(cfg.device)

@@ -1,15 +1,20 @@
 """Keeping runs: history persistence, export and import, shared by the server, the CLI and the
-Python API. The Engine knows nothing of this module except two hook lists it calls:
-`on_run_stored` (after a finished run enters the run store) and `run_loaders` (when a run id
-is not in the store).
+Python API. The Engine never imports this module: `attach_history` (called by the web app
+factory when a data folder is configured) opens the History and registers two callbacks in the
+Engine's hook lists, `on_run_stored` (after a finished run enters the run store) and
+`run_loaders` (asked for a run id the store lacks).
 """
 from __future__ import annotations
 
 import logging
 
-from .bundle import check_model, check_run_id, dump_bundle, read_bundle, bundle_header, valid_run_id
-from .errors import BadRequest, LlmvisError, PayloadTooLarge, RunExpired, RunNotFound
-from .history import History
+from safetensors.torch import load
+
+from llmvis.core.errors import BadRequest, LlmvisError, PayloadTooLarge, RunExpired, RunNotFound
+from llmvis.engine.run import new_run_id
+from llmvis.keep.bundle import bundle_header, check_model, check_run_id, dump_bundle, read_bundle, valid_run_id
+from llmvis.keep.history import History
+from llmvis.model.loading import DEFAULT_NAME
 
 log = logging.getLogger("llmvis.library")
 TITLE_CHARS = 80
@@ -26,8 +31,6 @@ def attach_history(engine) -> History:
 
 def model_spec(engine) -> str:
     """The --model value that loads this engine's model again."""
-    from .models import DEFAULT_NAME
-
     src = engine.lm.source
     return "default" if src.name == DEFAULT_NAME else str(src.path)
 
@@ -113,7 +116,7 @@ def import_bundle(engine, data: bytes):
         elif abs(float(existing.created) - float(meta["run"].get("created") or -1)) < 1e-6 \
                 and list(existing.ids) == _ids_of(data):
             return existing
-    run, meta = read_bundle(data, engine.model_info(), run_id=run_id or _fresh_id(),
+    run, meta = read_bundle(data, engine.model_info(), run_id=run_id or new_run_id(),
                             attention_budget=engine.config.attention_cache_bytes, dtype=engine.lm.dtype)
     if run.nbytes > engine.config.store_budget_bytes:
         raise PayloadTooLarge(
@@ -127,15 +130,7 @@ def import_bundle(engine, data: bytes):
 
 
 def _ids_of(data: bytes) -> list[int]:
-    from safetensors.torch import load
-
     return load(data)["ids"].tolist()
-
-
-def _fresh_id() -> str:
-    from .runs import new_run_id
-
-    return new_run_id()
 
 
 def rename_run(engine, run_id: str, title) -> dict:

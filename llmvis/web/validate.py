@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from .errors import BadRequest
+from llmvis.core.errors import BadRequest
+from llmvis.engine.decode import GenerationParams
 
 ROLES = ("system", "user", "assistant")
 
@@ -74,8 +75,6 @@ def parse_messages(body: dict) -> list[dict]:
 
 def parse_sampling(body: dict, max_new_cap: int):
     """temperature, top_k, top_p, max_new_tokens, seed with the brief's defaults and ranges."""
-    from .generation import GenerationParams
-
     temperature = _number(body, "temperature", 0.7, integer=False)
     if temperature < 0:
         raise BadRequest("temperature", f"must be >= 0 (0 = greedy), got {temperature}")
@@ -94,6 +93,22 @@ def parse_sampling(body: dict, max_new_cap: int):
     if seed is not None and not 0 <= seed < 2**63:
         raise BadRequest("seed", f"must be in [0, 2^63), got {seed}")
     return GenerationParams(temperature, top_k, top_p, max_new, seed)
+
+
+def parse_int_field(body: dict, name: str) -> int:
+    """A required integer field of a JSON body."""
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(name, "is required and must be an integer")
+    return value
+
+
+def parse_run_id(body: dict, name: str = "run_id") -> str:
+    """A required run id string field of a JSON body."""
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(name, "is required and must be a string")
+    return value
 
 
 def parse_bool(body: dict, name: str, default: bool) -> bool:

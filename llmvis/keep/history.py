@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import RunNotFound
+from llmvis.core.errors import LlmvisError, RunNotFound
+from llmvis.keep.bundle import SUFFIX, check_run_id, valid_run_id
 
 BUSY_TIMEOUT_S = 30.0
 TITLE_MAX = 200
@@ -80,8 +81,6 @@ class History:
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            from .errors import LlmvisError
-
             raise LlmvisError(f"cannot use data folder {self.folder}: {exc.strerror or exc}") from None
         self.db_path = self.folder / "history.sqlite"
         with self._connect() as con:
@@ -132,8 +131,6 @@ class History:
 
     def path_of(self, run_id: str) -> Path:
         """The bundle file of a run. run_id must already be validated (hex only)."""
-        from .bundle import SUFFIX, check_run_id
-
         return self.runs_dir / f"{check_run_id(run_id)}{SUFFIX}"
 
     def _unlink(self, run_ids) -> None:
@@ -191,8 +188,6 @@ class History:
             return None
 
     def get(self, run_id: str) -> dict | None:
-        from .bundle import valid_run_id
-
         if not valid_run_id(run_id):
             return None
         with self._connect() as con:

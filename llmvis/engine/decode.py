@@ -8,7 +8,6 @@ full-vocabulary tensor is kept after a step.
 """
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .analysis import entropy_from_logits, rank_of, sampling_distribution
+from llmvis.core.metrics import entropy_from_logits, entropy_of_logp, rank_of, sampling_distribution
+from llmvis.model.introspect import final_norm_input, logits_from_hidden
 
 PROMPT_CHUNK = 256  # prompt rows turned into full-vocabulary logits at a time
 STAT_NAMES = ("prob", "rank", "entropy", "sample_prob", "sample_entropy", "cut_mass")  # scalar per position
@@ -76,52 +76,6 @@ class DecodeResult:
     final_residual: torch.Tensor | None = None
 
 
-def text_config(model):
-    """The language model's config: the config itself, or the text part of a multimodal
-    checkpoint (Gemma 3 4B and up, Mistral 3) loaded for text generation."""
-    return model.config.get_text_config(decoder=True)
-
-
-def logits_from_hidden(model, final_hidden: torch.Tensor) -> torch.Tensor:
-    """The causal LM head applied to final (already normed) hidden states. (..., H) -> (..., V)"""
-    head = model.get_output_embeddings()
-    logits = head(final_hidden.to(head.weight.device)).float()  # the head may sit on another GPU
-    cap = getattr(text_config(model), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-@contextlib.contextmanager
-def _final_norm_input(base):
-    """Collect the input of the decoder's final norm (the last layer's output) on each forward.
-
-    Yields a list that each forward appends one (1, S, H) tensor to; nothing is collected for a
-    decoder without a `norm` module. The hook is removed on exit, also on error.
-    """
-    norm = getattr(base, "norm", None)
-    seen: list[torch.Tensor] = []
-    if not isinstance(norm, torch.nn.Module):
-        yield seen
-        return
-    handle = norm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
-        val = getattr(src, "eos_token_id", None)
-        if isinstance(val, int):
-            ids.add(val)
-        elif isinstance(val, (list, tuple)):
-            ids.update(int(v) for v in val)
-    return ids
-
-
 class _Recorder:
     """Collects per-position statistics in preallocated numpy buffers."""
 
@@ -143,8 +97,8 @@ class _Recorder:
         top_l, top_i = torch.topk(logp, self.k, dim=-1)  # (c, K)
         chosen = logp.gather(1, next_ids.unsqueeze(1))  # (c, 1)
         self.prob[positions] = chosen.squeeze(1).exp().numpy()
-        self.rank[positions] = ((logp > chosen).sum(-1) + 1).numpy()
-        self.entropy[positions] = (-torch.nansum(logp.exp() * logp, -1)).numpy()
+        self.rank[positions] = rank_of(logp, next_ids).numpy()
+        self.entropy[positions] = entropy_of_logp(logp).numpy()
         self.top_ids[positions] = top_i.numpy()
         self.top_probs[positions] = top_l.exp().numpy()
 
@@ -217,7 +171,7 @@ def decode(
     ids = list(prompt_ids)
     started = time.perf_counter()
     step_s: list[float] = []
-    with torch.inference_mode(), _final_norm_input(base) as pre_norm:
+    with torch.inference_mode(), final_norm_input(base) as pre_norm:
         inp = torch.tensor([prompt_ids], device=device)  # (1, P)
         out = base(input_ids=inp, use_cache=True, output_hidden_states=True)
         n_states = len(out.hidden_states)

@@ -48,6 +48,10 @@ class TokenTexts:
             return bytes([int(m.group(1), 16)])
         return piece.replace("\u2581", " ").encode("utf-8")
 
+    def texts(self, ids) -> list[str]:
+        """The display text of each id."""
+        return [self.describe(int(i))["text"] for i in ids]
+
     def describe(self, token_id: int) -> dict:
         """{"text", "bytes" (hex), "partial", "special"} for one id (cached)."""
         hit = self._cache.get(token_id)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import html
 import json
 import re
-from pathlib import Path
+import torch
 
-from .errors import BadRequest, LlmvisError
+from llmvis.core.errors import BadRequest, LlmvisError
+from llmvis.keep.library import run_title
+from llmvis.web import serialize
+from llmvis.web.assets import SHARE_DIR, echarts_path
 
-HERE = Path(__file__).resolve().parent
-SHARE_DIR = HERE / "web" / "static" / "share"
 MAX_SHARE_LAYERS = 8
 ATTENTION_POOL = 256    # attention matrices larger than this are max-pooled to this many rows/cols
 CANDIDATES = 10         # alternatives kept per position
@@ -57,20 +58,11 @@ def parse_layers(raw: str | None, num_layers: int) -> list[int]:
 
 def share_data(engine, run, layers: list[int], title: str) -> dict:
     """Everything the viewer shows, as plain JSON-able data."""
-    import torch
-
-    tokens = [engine.token_dict(run, i) for i in range(run.num_tokens)]
-    stats = run.result.stats
-    k = min(CANDIDATES, stats.top_ids.shape[1])
-    candidates = [None]
-    for pos in range(1, run.num_tokens):
-        row = []
-        for j in range(k):
-            tid = int(stats.top_ids[pos, j])
-            if tid < 0:
-                break
-            row.append({"text": engine.texts.describe(tid)["text"], "prob": round(float(stats.top_probs[pos, j]), 6)})
-        candidates.append(row)
+    tokens = serialize.tokens(engine, run)
+    candidates = [None] + [  # position 0 has no prediction
+        [{"text": c["text"], "prob": round(c["prob"], 6)} for c in serialize.candidates(engine, run, pos, CANDIDATES)]
+        for pos in range(1, run.num_tokens)
+    ]
     attention = []
     for layer in layers:
         view = engine.attention_view(run, layer, "mean", None, ATTENTION_POOL, "max")
@@ -84,7 +76,7 @@ def share_data(engine, run, layers: list[int], title: str) -> dict:
         "params": run.params,
         "finish_reason": run.finish_reason,
         "num_prompt_tokens": run.num_prompt,
-        "generated_text": engine.lm.tokenizer.decode(run.ids[run.num_prompt:], skip_special_tokens=True),
+        "generated_text": serialize.generated_text(engine, run),
         "tokens": [{key: t.get(key) for key in ("position", "text", "source", "prob", "rank", "entropy",
                                                  "sample_prob", "segment", "special")} for t in tokens],
         "candidates": candidates,
@@ -93,8 +85,6 @@ def share_data(engine, run, layers: list[int], title: str) -> dict:
 
 
 def _echarts_source() -> str:
-    from .app import echarts_path
-
     path = echarts_path()
     if path is None:
         raise LlmvisError("echarts is not installed: run `npm ci` in the project folder")
@@ -103,8 +93,6 @@ def _echarts_source() -> str:
 
 def share_html(engine, run, layers: list[int] | None = None, title: str | None = None) -> str:
     """The self-contained HTML document for one run."""
-    from .library import run_title
-
     title = title or run_title(engine, run)
     layers = layers if layers is not None else parse_layers(None, engine.lm.num_layers)
     data = share_data(engine, run, layers, title)

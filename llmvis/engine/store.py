@@ -6,7 +6,7 @@ import ctypes.util
 import threading
 from collections import OrderedDict, deque
 
-from .errors import RunExpired, RunNotFound
+from llmvis.core.errors import RunExpired, RunNotFound
 
 
 def _load_libc_function(name: str):

@@ -1,71 +1,38 @@
-"""Engine: one loaded model, one run store, and the operations the API exposes.
+"""Engine: one loaded model, one run store, one job queue, and every operation on them.
 
-Routes in app.py only parse input and call these methods; every model use happens here
-under the model's lock, so generation and attention recomputation are serialised.
+All model work happens here, under the model's lock: the decode loop, attention recomputation,
+the logit lens, head statistics, attention rows and the diff. Views are cached on the run
+(`Run.attention_cache`, `Run.view_cache`) and the store re-measures the run when one grows.
+The Engine returns tensors, numpy arrays and plain values; turning them into JSON is the job of
+llmvis.web.serialize (the API, the share HTML and the Python API all use it). Keeping runs on
+disk is llmvis.keep's: it registers callbacks in `on_run_stored` and `run_loaders`.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from .config import ServerConfig
-from .analysis import pool_matrix
-from .compare import diff_runs, score_summary
-from .insights import think_segments
-from .errors import BadRequest, Busy, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
-from .generation import STAT_NAMES, GenerationParams, decode, eos_ids
-from .models import LoadedModel
-from .store import RunStore, release_freed_memory
-from .tokens import Prompt, TokenTexts, build_prompt
-from .runs import Run, float_or_none, new_run_id
+from llmvis.core.attention import pool_matrix
+from llmvis.core.config import ServerConfig
+from llmvis.core.errors import BadRequest, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
+from llmvis.core.heads import AttentionStats, RowAttention
+from llmvis.core.lens import LENS_TOP_K, LensResult
+from llmvis.core.segments import think_segments
+from llmvis.core.tokens import Prompt, TokenTexts, build_prompt
+from llmvis.engine.decode import PROMPT_CHUNK, GenerationParams, decode
+from llmvis.engine.jobs import FailedRun, Job, JobQueue, inherit_parent_steps
+from llmvis.engine.run import RUN_TOKEN_BYTES, Run, new_run_id
+from llmvis.engine.store import RunStore, release_freed_memory
+from llmvis.engine.views import attention_row_all_layers, attention_stats, diff_runs, logit_lens
+from llmvis.model.introspect import eos_ids
+from llmvis.model.loading import LoadedModel
 
-log = logging.getLogger("llmvis.service")
-
-
-@dataclass
-class Job:
-    """A generation admitted to the queue; its id becomes the run id."""
-
-    id: str
-    prompt: Prompt
-    params: GenerationParams
-    use_chat_template: bool
-    cancel: threading.Event = field(default_factory=threading.Event)
-    status: str = "queued"          # queued | running | done | cancelled | failed
-    error: str | None = None
-    kind: str = "generate"          # generate | fork | score
-    forced: list[int] | None = None  # ids taken instead of the first samples (fork)
-    parent: Run | None = None       # the run a fork branches from
-    fork_position: int | None = None
-
-    def __post_init__(self):
-        if self.parent is not None:
-            self.kind = "fork"
-
-
-@dataclass
-class FailedRun:
-    """What the store keeps of a run whose generation raised."""
-
-    id: str
-    error: str
-    status: str = "failed"
-    nbytes: int = 256
-
-
-def inherit_parent_steps(result, parent: Run, start: int, stop: int) -> None:
-    """A fork re-reads the parent's tokens [start, stop) as its prefix; give them the parent's
-    sampled-step statistics (identical model and prefix, so identical distributions)."""
-    if stop <= start:
-        return
-    mine, theirs = result.stats, parent.result.stats
-    for name in mine.__dataclass_fields__:
-        getattr(mine, name)[start:stop] = getattr(theirs, name)[start:stop]
+log = logging.getLogger("llmvis.engine")
+MAX_CACHED_ROWS = 16   # query rows of all-layer attention kept per run
+StepCallback = Callable[[int, int, dict], None]  # (position, token id, scalar statistics)
 
 
 class Engine:
@@ -73,9 +40,8 @@ class Engine:
 
     def __init__(self, lm: LoadedModel, config: ServerConfig | None = None):
         self.lm = lm
-        self.jobs: dict[str, Job] = {}
-        self._jobs_lock = threading.Lock()
         self.config = config or ServerConfig()
+        self.jobs = JobQueue(self.config.max_queue)
         self.store = RunStore(self.config.store_budget_bytes)
         self.texts = TokenTexts(lm.tokenizer)
         self.stop_ids = eos_ids(lm.model, lm.tokenizer)
@@ -83,10 +49,7 @@ class Engine:
         self.max_context = min(self.config.max_context, ctx)
         self.on_run_stored: list[Callable[[Run], None]] = []       # called with each finished run (history)
         self.run_loaders: list[Callable[[str], Run | None]] = []   # asked for ids the store lacks (history)
-        self.history = None                                        # llmvis.history.History when runs persist
-        if self.config.data_dir is not None:
-            from .library import attach_history
-            attach_history(self)
+        self.history = None  # a llmvis.keep.history.History once llmvis.keep.library.attach_history ran
 
     # ---- info --------------------------------------------------------------------
     def model_info(self) -> dict:
@@ -104,28 +67,45 @@ class Engine:
         }
 
     def estimate_run_bytes(self, num_tokens: int) -> int:
-        """Bytes a run of num_tokens holds before any attention is cached."""
+        """Bytes a run of num_tokens holds in the store before any view is cached (Run.nbytes)."""
         lm = self.lm
         # every layer's state plus the last layer's pre-norm output: (L + 2) x (T, H)
         hidden = (lm.num_layers + 2) * num_tokens * int(lm.config.hidden_size) * lm.dtype.itemsize
-        stats = num_tokens * (6 * 4 + self.config.max_top_n * 12)
-        return hidden + stats
+        k = min(self.config.max_top_n, int(lm.config.vocab_size))
+        # StepStats: prob, entropy, sample_prob, sample_entropy, cut_mass float32 + rank int64;
+        # top_ids int32, top_probs and top_sample float32 for K alternatives
+        stats = num_tokens * (5 * 4 + 8 + k * 12)
+        return hidden + stats + RUN_TOKEN_BYTES * num_tokens
 
     def estimate(self, messages: list[dict], params: GenerationParams, use_chat_template: bool | None = None) -> dict:
-        """Memory a generation would take, before running it (the page shows this as you type)."""
+        """Memory a generation would take, before running it (the page shows this as you type).
+
+        run_bytes is what the store will hold (Run.nbytes). attention_layer_bytes is one cached
+        attention view: a (T, T) float32 matrix for one (layer, head) or head reduction; a run
+        caches up to attention_cache_bytes of them. peak_bytes adds, to the run, the larger of
+        the generation's transients (KV cache, the prefill's hidden states and a chunk of
+        full-vocabulary logits) and an attention view's (its cache, the GQA-expanded keys and
+        two (Hq, 256, T) float32 score buffers).
+        """
         lm = self.lm
         prompt = self._build(messages, use_chat_template)[0]
         n = len(prompt.ids)
         t = n + params.max_new_tokens
-        head_dim = int(getattr(lm.config, "head_dim", None) or lm.config.hidden_size // lm.num_heads)
+        hidden_size = int(lm.config.hidden_size)
+        head_dim = int(getattr(lm.config, "head_dim", None) or hidden_size // lm.num_heads)
+        item = lm.dtype.itemsize
         run = self.estimate_run_bytes(t)
-        kv = 2 * lm.num_layers * lm.num_kv_heads * head_dim * t * lm.dtype.itemsize
-        attention = lm.num_heads * t * t * 2  # one layer's float16 cache
+        kv = 2 * lm.num_layers * lm.num_kv_heads * head_dim * t * item
+        prefill = (lm.num_layers + 1) * n * hidden_size * item + 3 * min(n, PROMPT_CHUNK) * int(lm.config.vocab_size) * 4
+        view = t * t * 4  # one (T, T) float32 attention view
+        cache = max(view, min(self.config.attention_cache_bytes, lm.num_layers * (lm.num_heads + 2) * view))
+        view_work = lm.num_heads * t * head_dim * 4 + 2 * lm.num_heads * min(t, 256) * t * 4
         budget = self.config.store_budget_bytes
         fits_context = t <= self.max_context
         out = {
             "num_prompt_tokens": n, "num_tokens": t, "run_bytes": run, "kv_cache_bytes": kv,
-            "attention_layer_bytes": attention, "peak_bytes": run + kv + attention + t * t * 4,
+            "attention_layer_bytes": view, "attention_cache_bytes": cache,
+            "peak_bytes": run + max(kv + prefill, cache + view_work),
             "store_budget_bytes": budget, "fits": run <= budget and fits_context,
         }
         if run > budget:
@@ -185,28 +165,27 @@ class Engine:
                 f"max_new_tokens: this run would need about {need >> 20} MiB, over the run store budget of "
                 f"{self.config.store_budget_bytes >> 20} MiB"
             )
-        with self._jobs_lock:
-            if len(self.jobs) >= self.config.max_queue:
-                raise Busy(f"generation queue is full ({self.config.max_queue} runs waiting or running); retry shortly")
-            self.jobs[job.id] = job
-        return job
+        return self.jobs.admit(job)
 
-    def execute(self, job: Job, on_token: Callable[[dict], None] | None = None,
+    def execute(self, job: Job, on_token: StepCallback | None = None,
                 on_prompt: Callable[[list[dict]], None] | None = None) -> Run:
-        """Run a prepared job to completion, cancellation or failure; always leaves the queue."""
+        """Run a prepared job to completion, cancellation or failure; always leaves the queue.
+
+        on_token(position, token_id, stats) follows each generated token; on_prompt(rows) gets the
+        prompt tokens' statistics once the prefill is done (llmvis.web.serialize shapes both).
+        """
         def step(pos: int, token_id: int, stats: dict) -> None:
             if self.fault_hook is not None:
                 self.fault_hook(pos)
             if on_token is not None:
-                on_token(self.describe_step(job, pos, token_id, stats))
+                on_token(pos, token_id, stats)
 
         try:
             with self.lm.lock:
                 job.status = "running"
                 result = decode(self.lm.model, job.prompt.ids, job.params, self.stop_ids, self.config.max_top_n,
                                 on_step=step, should_stop=job.cancel.is_set,
-                                on_prompt=None if on_prompt is None else lambda rows: on_prompt(
-                                    [self.describe_prompt_token(job, i, row) for i, row in enumerate(rows)]),
+                                on_prompt=on_prompt,
                                 forced=job.forced)
         except Exception as exc:
             job.status = "failed"
@@ -215,8 +194,7 @@ class Engine:
             self.store.put(FailedRun(job.id, job.error))
             raise GenerationFailed(f"generation failed: {job.error}", run_id=job.id) from exc
         finally:
-            with self._jobs_lock:
-                self.jobs.pop(job.id, None)
+            self.jobs.finish(job.id)
         t0 = time.perf_counter()
         gen_count = len(result.ids) - result.num_prompt
         num_prompt = result.num_prompt
@@ -233,8 +211,7 @@ class Engine:
             params=result.params.as_dict() | {"use_chat_template": job.use_chat_template},
             ids=result.ids,
             num_prompt=num_prompt,
-            segments=think_segments([self.texts.describe(i)["text"] for i in result.ids],
-                                    job.prompt.segments + ["assistant"] * gen_count),
+            segments=think_segments(self.texts.texts(result.ids), job.prompt.segments + ["assistant"] * gen_count),
             result=result,
             finish_reason=result.finish_reason,
             timing={},
@@ -264,8 +241,7 @@ class Engine:
 
     def cancel(self, run_id: str) -> dict:
         """Ask a queued or running generation to stop; it stops before its next step."""
-        with self._jobs_lock:
-            job = self.jobs.get(run_id)
+        job = self.jobs.get(run_id)
         if job is not None:
             job.cancel.set()
             return {"run_id": run_id, "cancelled": True, "status": job.status}
@@ -274,24 +250,6 @@ class Engine:
         except (RunNotFound, RunExpired) as exc:
             raise type(exc)(f"run_id: {exc}") from None
         return {"run_id": run_id, "cancelled": False, "status": run.status}
-
-    def describe_step(self, job: Job, pos: int, token_id: int, stats: dict) -> dict:
-        """A generated token as the API shows it, built from the live step statistics."""
-        return self._token(pos, token_id, "generated", "assistant", stats)
-
-    def describe_prompt_token(self, job: Job, pos: int, stats: dict) -> dict:
-        return self._token(pos, job.prompt.ids[pos], "prompt", job.prompt.segments[pos], stats)
-
-    def _token(self, pos: int, token_id: int, source: str, segment: str, stats: dict) -> dict:
-        d = self.texts.describe(token_id)
-        rank = int(stats["rank"])
-        return {
-            "position": pos, "id": int(token_id), "text": d["text"], "source": source,
-            "prob": float_or_none(stats["prob"]), "rank": rank if rank > 0 else None,
-            "entropy": float_or_none(stats["entropy"]), "sample_prob": float_or_none(stats["sample_prob"]),
-            "sample_entropy": float_or_none(stats["sample_entropy"]), "cut_mass": float_or_none(stats["cut_mass"]),
-            "special": d["special"], "bytes": d["bytes"], "partial": d["partial"], "segment": segment,
-        }
 
     def get_run(self, run_id: str, field_name: str = "run_id") -> Run:
         """A finished run from the store; unknown/expired answer 404, a failed run 409 (naming the field)."""
@@ -306,63 +264,37 @@ class Engine:
             raise RunFailed(f"{field_name}: run {run_id} failed: {run.error}")
         return run
 
-    # ---- serialisation -----------------------------------------------------------
-    def token_dict(self, run: Run, pos: int) -> dict:
-        s = run.result.stats
-        stats = {name: getattr(s, name)[pos].item() for name in STAT_NAMES}
-        source = "prompt" if pos < run.num_prompt else "generated"
-        return self._token(pos, run.ids[pos], source, run.segments[pos], stats)
-
-    def run_dict(self, run: Run) -> dict:
-        generated = run.ids[run.num_prompt :]
-        return {
-            "run_id": run.id,
-            "model": self.model_info(),
-            "params": run.params,
-            "tokens": [self.token_dict(run, i) for i in range(run.num_tokens)],
-            "generated_text": self.lm.tokenizer.decode(generated, skip_special_tokens=True),
-            "finish_reason": run.finish_reason,
-            "status": run.status,
-            "kind": run.kind,
-            "parent_id": run.links.get("parent_id"),
-            "fork_position": run.links.get("fork_position"),
-            "children": list(run.children),
-            **({"score": score_summary(run.result.stats)} if run.kind == "score" else {}),
-            "timing": run.timing,
-            "num_prompt_tokens": run.num_prompt,
-            "num_tokens": run.num_tokens,
-        }
 
     # ---- views -------------------------------------------------------------------
-    def token_probs(self, run: Run, position: int, top_n: int) -> dict:
-        run.check_position(position)
-        if position == 0:
-            raise BadRequest("position", "position 0 has no prediction (nothing precedes it)")
-        s = run.result.stats
-        n = min(top_n, s.top_ids.shape[1])
-        cands = []
-        for j in range(n):
-            tid = int(s.top_ids[position, j])
-            d = self.texts.describe(tid)
-            cands.append({
-                "id": tid,
-                "text": d["text"],
-                "bytes": d["bytes"],
-                "partial": d["partial"],
-                "special": d["special"],
-                "prob": float(s.top_probs[position, j]),
-                "sample_prob": float_or_none(s.top_sample[position, j]),
-            })
-        token = self.token_dict(run, position)
-        return {
-            "position": position,
-            "token": token,
-            "entropy": token["entropy"],
-            "cut_mass": token["cut_mass"],
-            "candidates": cands,
-        }
+    def cached_view(self, run: Run, key: str, compute, complete=None):
+        """run.view_cache[key], computed under the model lock the first time; the store re-measures.
+
+        A view filled in parts (the lens, by windows of positions) passes complete(hit) -> bool,
+        and compute(hit) gets the partial result to extend (None the first time).
+        Returns (value, seconds spent computing it now).
+        """
+        def ready(hit) -> bool:
+            return hit is not None and (complete is None or complete(hit))
+
+        hit = run.view_cache.get(key)
+        if ready(hit):
+            return hit, 0.0
+        with self.lm.lock:
+            hit = run.view_cache.get(key)
+            if ready(hit):
+                return hit, 0.0
+            t0 = time.perf_counter()
+            hit = compute() if complete is None else compute(hit)
+            took = time.perf_counter() - t0
+            run.view_cache[key] = hit
+            rows = [k for k in run.view_cache if k.startswith("row:")]
+            for old in rows[: max(0, len(rows) - MAX_CACHED_ROWS)]:
+                run.view_cache.pop(old, None)
+        self.store.resize(run)
+        return hit, took
 
     def attention(self, run: Run, layer: int, head) -> torch.Tensor:
+        """(T, T) float32 attention of one query head, or the mean / max over heads, of `layer`."""
         self._check_layer(layer, self.lm.num_layers - 1)
         if not isinstance(head, str):
             if not 0 <= head < self.lm.num_heads:
@@ -395,42 +327,56 @@ class Engine:
         return {"matrix": matrix, "block": block, "q_start": q0, "k_start": k0,
                 "rows": int(matrix.shape[0]), "cols": int(matrix.shape[1])}
 
+    def logit_lens(self, run: Run, start: int, end: int) -> tuple[LensResult, float]:
+        """The lens of positions [start, end); only positions not computed before cost anything."""
+        if not 0 <= start < end <= run.num_tokens:
+            raise BadRequest("end", f"window must satisfy 0 <= start < end <= {run.num_tokens}, got [{start}, {end})")
+        return self.cached_view(
+            run, "lens",
+            lambda done: logit_lens(self.lm.model, run.hidden, run.ids, LENS_TOP_K, start=start, end=end, into=done),
+            complete=lambda lens: not len(lens.missing(start, end)))
+
+    def head_stats(self, run: Run) -> tuple[AttentionStats, float]:
+        """Per layer and query head statistics of attention, and per-segment shares (cached)."""
+        segs = self.segments(run)
+        return self.cached_view(run, "attn_stats",
+                                lambda: attention_stats(self.lm.model, run.hidden, segs, run.num_prompt))
+
+    def attention_row(self, run: Run, position: int) -> tuple[RowAttention, float]:
+        """Query row `position` of every layer and head (the last MAX_CACHED_ROWS are cached)."""
+        run.check_position(position)
+        return self.cached_view(run, f"row:{position}",
+                                lambda: attention_row_all_layers(self.lm.model, run.hidden, position))
+
+    def segments(self, run: Run) -> list[str]:
+        """The run's segments with <think> blocks tagged (idempotent)."""
+        return think_segments(self.token_texts(run), list(run.segments))
+
     def diff(self, run_a: Run, run_b: Run) -> dict:
+        """Alignment and per-position KL of two runs (llmvis.engine.views.diff_runs)."""
         with self.lm.lock:
-            result = diff_runs(self.lm.model, run_a, run_b)
-        n = result["aligned_length"]
-        result["run_a"], result["run_b"] = run_a.id, run_b.id
-        result["tokens_a"] = [self.token_dict(run_a, i) for i in range(run_a.num_tokens)]
-        result["tokens_b"] = [self.token_dict(run_b, i) for i in range(run_b.num_tokens)]
-        result["params_a"], result["params_b"] = run_a.params, run_b.params
-        result["same"] = [run_a.ids[i] == run_b.ids[i] for i in range(n)]
-        return result
+            return diff_runs(self.lm.model, run_a, run_b)
 
-    def hidden_similarity(self, run: Run) -> dict:
-        sim = run.similarity()  # (L, T)
-        return {
-            "per_layer": sim.mean(1).tolist(),
-            "per_token": torch.round(sim.double(), decimals=5).tolist(),  # 5 decimals: half the JSON, same picture
-            "num_layers": int(sim.shape[0]),
-            "num_tokens": int(sim.shape[1]),
-            "tokens": self.token_texts(run),
-        }
+    def similarity(self, run: Run) -> torch.Tensor:
+        """(L, T) cosine similarity of each token's state between consecutive layers (cached)."""
+        grew = run.similarity_cache is None
+        sim = run.similarity()
+        if grew:
+            self.store.resize(run)
+        return sim
 
-    def projection(self, run: Run, layer: int, method: str, include_first: bool = False) -> dict:
-        """PCA fitted on positions 1.. (position 0 is an attention sink with a huge norm); all projected."""
+    def projection(self, run: Run, layer: int, include_first: bool = False) -> tuple[torch.Tensor, list[float], int]:
+        """PCA of layer `layer`'s states: (coords (T, 2), explained variance, first fitted position).
+
+        Fitted on positions 1.. (position 0 is an attention sink with a huge norm); all projected.
+        """
         self._check_layer(layer, self.lm.num_layers)
+        fit_start = 0 if include_first or run.num_tokens < 3 else 1
         coords, var = run.projection(layer, fit_start=0 if include_first else 1)
-        texts = self.token_texts(run)
-        points = [
-            {"position": i, "x": float(coords[i, 0]), "y": float(coords[i, 1]), "text": texts[i],
-             "source": "prompt" if i < run.num_prompt else "generated"}
-            for i in range(run.num_tokens)
-        ]
-        return {"layer": layer, "method": method, "points": points, "explained_variance": var,
-                "fit_positions": [0 if include_first or run.num_tokens < 3 else 1, run.num_tokens]}
+        return coords, var, fit_start
 
     def token_texts(self, run: Run) -> list[str]:
-        return [self.texts.describe(i)["text"] for i in run.ids]
+        return self.texts.texts(run.ids)
 
     @staticmethod
     def _check_layer(layer: int, hi: int) -> None:

@@ -18,8 +18,13 @@ import time
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
-from .errors import BadRequest
+from llmvis.core.errors import BadRequest
+from llmvis.core.segments import SEGMENTS
+from llmvis.engine.decode import DecodeResult, GenerationParams, StepStats
+from llmvis.engine.run import Run, new_run_id
 
 FORMAT = "llmvis-run"
 VERSION = 1
@@ -27,7 +32,6 @@ SUFFIX = ".llmvis"
 RUN_ID_RE = re.compile(r"^[0-9a-f]{8,32}$")  # run ids are hex; nothing else may reach a path
 MAX_HEADER_BYTES = 64 << 20
 SKIP_RUN_FIELDS = {"result", "attention_budget"}  # rebuilt on load; *_cache fields are never saved
-SEGMENTS = {"system", "user", "assistant", "template", "think"}
 RUN_KINDS = {"generate", "fork", "score"}
 LINK_KEYS = {"parent_id", "fork_position", "forced_token_id"}
 HIDDEN_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
@@ -54,8 +58,6 @@ def _json_safe(value) -> bool:
 
 def run_meta(run, model_info: dict, title: str | None = None, model_spec: str | None = None) -> dict:
     """Everything about a run that is not an array, as one JSON-able dict."""
-    from .runs import Run
-
     fields = {}
     for f in dataclasses.fields(Run):
         if f.name in SKIP_RUN_FIELDS or f.name.endswith("_cache"):
@@ -96,8 +98,6 @@ def run_tensors(run) -> dict[str, torch.Tensor]:
 
 def dump_bundle(run, model_info: dict, title: str | None = None, model_spec: str | None = None) -> bytes:
     """Serialise a run to bundle bytes."""
-    from safetensors.torch import save
-
     meta = run_meta(run, model_info, title, model_spec)
     header = {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta, allow_nan=False)}
     return save(run_tensors(run), metadata=header)
@@ -149,8 +149,6 @@ def read_bundle(data: bytes, model_info: dict, run_id: str | None = None, attent
     run_id replaces the bundle's id (e.g. when that id is taken); dtype casts the hidden states
     (they must match the model's dtype for attention to be recomputed).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
 
     meta = bundle_header(data)
     check_model(meta, model_info)
@@ -164,9 +162,6 @@ def read_bundle(data: bytes, model_info: dict, run_id: str | None = None, attent
 def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = None,
               attention_budget: int = 512 << 20, dtype: torch.dtype | None = None):
     """A validated Run from bundle metadata and tensors."""
-    from .generation import DecodeResult, GenerationParams, StepStats
-    from .runs import Run
-
     want = {"ids", "hidden", "step_s"} | {f"stats.{n}" for n in StepStats.__dataclass_fields__}
     missing = sorted(want - set(tensors))
     if missing:
@@ -268,17 +263,11 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
     kwargs.update(id=run_id or fields.get("id"), num_prompt=num_prompt, segments=list(segments),
                   ids=result.ids, result=result, timing=timing, attention_budget=attention_budget)
     if not valid_run_id(kwargs["id"]):
-        kwargs["id"] = new_id()
+        kwargs["id"] = new_run_id()
     try:
         return Run(**kwargs)
     except TypeError as exc:
         raise BadRequest("bundle", f"has fields this llmvis cannot use ({str(exc)[:120]})") from None
-
-
-def new_id() -> str:
-    from .runs import new_run_id
-
-    return new_run_id()
 
 
 def check_model(meta: dict, model_info: dict) -> None:

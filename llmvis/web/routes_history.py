@@ -1,28 +1,18 @@
 """Routes for keeping runs: the history list, rename, delete, export, share and import."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .bundle import SUFFIX, check_run_id
-from .errors import BadRequest, PayloadTooLarge
-from .library import delete_run, export_bundle, import_bundle, rename_run, run_title
-from .validate import query_int
+from llmvis.core.errors import BadRequest, PayloadTooLarge
+from llmvis.keep.bundle import SUFFIX, check_run_id
+from llmvis.keep.library import delete_run, export_bundle, import_bundle, rename_run, run_title
+from llmvis.web import serialize
+from llmvis.web.context import attachment, engine, json_body
+from llmvis.web.share import parse_layers, share_html
+from llmvis.web.validate import query_int
 
 history_api = Blueprint("history_api", __name__, url_prefix="/api")
-
-
-def engine():
-    return current_app.extensions["llmvis.engine"]
-
-
-def _row(eng, row: dict) -> dict:
-    return {
-        "run_id": row["id"], "title": row["title"], "created": row["created"], "model": row["model"],
-        "kind": row["kind"], "num_tokens": row["num_tokens"], "num_prompt": row["num_prompt"],
-        "finish_reason": row["finish_reason"], "nbytes": row["nbytes"],
-        "same_model": row["model"] == eng.lm.name,
-    }
 
 
 @history_api.get("/history")
@@ -35,17 +25,15 @@ def history_list():
     if hist is None:
         return jsonify({"enabled": False, "runs": [], "total": 0, "total_bytes": 0, "budget_bytes": 0})
     rows, total, nbytes = hist.list(limit, offset)
-    return jsonify({"enabled": True, "runs": [_row(eng, r) for r in rows], "total": total,
+    return jsonify({"enabled": True, "runs": [serialize.history_row(eng, r) for r in rows], "total": total,
                     "total_bytes": nbytes, "budget_bytes": hist.budget})
 
 
 @history_api.patch("/history/<run_id>")
 def history_rename(run_id: str):
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict):
-        raise BadRequest("body", "must be a JSON object")
+    body = json_body()
     eng = engine()
-    return jsonify(_row(eng, rename_run(eng, run_id, body.get("title"))))
+    return jsonify(serialize.history_row(eng, rename_run(eng, run_id, body.get("title"))))
 
 
 @history_api.delete("/history/<run_id>")
@@ -54,31 +42,23 @@ def history_delete(run_id: str):
     return jsonify({"run_id": run_id, "deleted": True})
 
 
-def _attachment(data, mimetype: str, filename: str):
-    resp = current_app.response_class(data, mimetype=mimetype)
-    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return resp
-
-
 @history_api.get("/runs/<run_id>/export")
 def export_run(run_id: str):
     """The run as one `.llmvis` bundle (safetensors + JSON metadata)."""
     eng = engine()
     run = eng.get_run(check_run_id(run_id))
-    return _attachment(export_bundle(eng, run), "application/octet-stream", f"llmvis-{run.id}{SUFFIX}")
+    return attachment(export_bundle(eng, run), "application/octet-stream", f"llmvis-{run.id}{SUFFIX}")
 
 
 @history_api.get("/runs/<run_id>/share")
 def share_run(run_id: str):
     """One self-contained HTML file showing the run with no server."""
-    from .share import parse_layers, share_html
-
     eng = engine()
     run = eng.get_run(check_run_id(run_id))
     layers = parse_layers(request.args.get("layers"), eng.lm.num_layers)
     row = eng.history.get(run.id) if eng.history is not None else None
     page = share_html(eng, run, layers, title=row["title"] if row else run_title(eng, run))
-    return _attachment(page.encode("utf-8"), "text/html", f"llmvis-{run.id}.html")
+    return attachment(page.encode("utf-8"), "text/html", f"llmvis-{run.id}.html")
 
 
 def _import_cap() -> int:
@@ -109,4 +89,4 @@ def import_run():
         raise BadRequest("bundle", "is empty: send a .llmvis file")
     eng = engine()
     run = import_bundle(eng, data)
-    return jsonify(eng.run_dict(run) | {"imported": True})
+    return jsonify(serialize.run_dict(eng, run) | {"imported": True})

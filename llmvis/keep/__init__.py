@@ -1,0 +1,1 @@
+"""Keeping runs: the .llmvis bundle, the on-disk history, and persistence/import/export."""

@@ -1,0 +1,65 @@
+"""The Flask app factory: one Engine shared by every request, the blueprints, one error
+handler, the page and its assets, and the security headers."""
+from __future__ import annotations
+
+import time
+
+from flask import Flask, g, send_file
+
+from llmvis.engine.store import tune_allocator
+from llmvis.keep.library import attach_history
+from llmvis.web.assets import STATIC_DIR, TEMPLATES_DIR, echarts_path
+from llmvis.web.context import ENGINE_KEY
+from llmvis.web.errors import error_response, register_errors
+from llmvis.web.routes_api import api
+from llmvis.web.routes_history import history_api
+from llmvis.web.routes_insights import insights_api
+
+
+def create_app(engine_obj, config=None) -> Flask:
+    """Build the Flask app around an Engine (one loaded model shared by all requests).
+
+    When the engine's config names a data folder and no history is attached yet, the run
+    history is opened there (llmvis.keep.library.attach_history).
+    """
+    tune_allocator()  # requests run in server threads (see engine.store.tune_allocator); not for llmvis.trace
+    cfg = config or engine_obj.config
+    if engine_obj.config.data_dir is not None and engine_obj.history is None:
+        attach_history(engine_obj)
+    app = Flask(__name__, static_folder=str(STATIC_DIR), template_folder=str(TEMPLATES_DIR))
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions[ENGINE_KEY] = engine_obj
+    app.register_blueprint(api)           # generation, forks, scoring, diff, core views (routes_api.py)
+    app.register_blueprint(insights_api)  # logit lens, attention insights, segments (routes_insights.py)
+    app.register_blueprint(history_api)   # history, export/share, import (routes_history.py)
+    register_errors(app)
+
+    @app.get("/")
+    def index():
+        return send_file(TEMPLATES_DIR / "index.html", mimetype="text/html")
+
+    @app.get("/vendor/echarts.min.js")
+    def echarts():
+        path = echarts_path()
+        if path is None:
+            return error_response("echarts is not installed: run `npm ci` in the project folder", 404)
+        return send_file(path, mimetype="text/javascript", max_age=3600)
+
+    @app.before_request
+    def start_clock():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def security_headers(resp):
+        if "started" in g:  # time spent in the app, visible in the browser's resource timing
+            resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - g.started) * 1000:.1f}"
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'",
+        )
+        return resp
+
+    return app

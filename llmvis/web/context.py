@@ -1,0 +1,33 @@
+"""What every route needs from the request: the app's Engine, the JSON body, the run named by
+`run_id`. One copy of each, used by all blueprints."""
+from __future__ import annotations
+
+from flask import current_app, request
+
+from llmvis.core.errors import BadRequest
+from llmvis.web.validate import query_str
+
+ENGINE_KEY = "llmvis.engine"
+
+
+def engine():
+    """The Engine this app was created around."""
+    return current_app.extensions[ENGINE_KEY]
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict):
+        raise BadRequest("body", "must be a JSON object")
+    return body
+
+
+def query_run():
+    """The run named by the `run_id` query parameter (404 unknown or expired, 409 failed)."""
+    return engine().get_run(query_str(request.args, "run_id"))
+
+
+def attachment(data, mimetype: str, filename: str):
+    resp = current_app.response_class(data, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return resp
