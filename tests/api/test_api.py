@@ -306,13 +306,22 @@ def test_projection_fits_without_the_sink_token(client, greedy_run, assert_error
 
 
 def test_estimate_matches_the_run_and_flags_budget(client, engine, default_lm, assert_error):
-    body = {"prompt": "Estimate me.", "temperature": 0, "max_new_tokens": 5}
+    body = {"prompt": "Count from one to fifty in words.", "temperature": 0, "max_new_tokens": 12}
     est = client.post("/api/estimate", json=body).get_json()
     run = client.post("/api/generate", json=body).get_json()
     assert est["num_prompt_tokens"] == run["num_prompt_tokens"] and est["fits"] is True
+    assert run["finish_reason"] == "length" and len(run["tokens"]) == est["num_tokens"]
     stored = engine.store.get(run["run_id"])
-    if len(run["tokens"]) == est["num_tokens"]:  # ran to max_new_tokens
-        assert abs(stored.nbytes - est["run_bytes"]) / est["run_bytes"] < 0.05
+    # what the run really holds, measured from its tensors and arrays
+    held = sum(t.numel() * t.element_size() for t in (stored.result.hidden, stored.result.final_residual))
+    held += sum(a.nbytes for a in vars(stored.result.stats).values())
+    assert abs(est["run_bytes"] - held) / held < 0.10, (est["run_bytes"], held)
+    assert est["run_bytes"] == stored.nbytes  # and exactly what the store counts
+    before = stored.nbytes
+    assert client.get("/api/attention", query_string={"run_id": run["run_id"], "layer": 2, "head": "mean"}).status_code == 200
+    view = stored.attention_cache[(2, "mean")]
+    assert est["attention_layer_bytes"] == view.numel() * view.element_size() == stored.nbytes - before
+    assert est["attention_cache_bytes"] >= est["attention_layer_bytes"]
     assert est["peak_bytes"] > est["run_bytes"] > 0
     small = Engine(default_lm, ServerConfig(max_new_tokens=2048, store_budget_bytes=16 << 20))
     c2 = create_app(small).test_client()
