@@ -230,17 +230,31 @@ def test_non_finite_numbers_answer_400(client, assert_error, path, literal):
 
 
 NOT_JSON_OBJECTS = [b"{not json", b"[1, 2]", b"", b"null", b'"a string"', b"42", b"\xff\xfe\x00",
-                    b'{"prompt": "x"', b"prompt=x"]
+                    b'{"prompt": "x"', b"prompt=x", b'{"prompt": "x", "system": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
+BODY_ENDPOINTS = GENERATE_LIKE + ("/api/fork", "/api/score", "/api/cancel")
 
 
-@pytest.mark.parametrize("path", GENERATE_LIKE + ("/api/fork", "/api/score", "/api/cancel"))
-@pytest.mark.parametrize("data", NOT_JSON_OBJECTS)
+@pytest.mark.parametrize("path", BODY_ENDPOINTS)
+@pytest.mark.parametrize("data", NOT_JSON_OBJECTS, ids=lambda d: repr(d[:12]))
 def test_bodies_that_are_not_a_json_object_answer_400(client, assert_error, path, data):
-    for ctype in ("application/json", "text/plain"):
-        assert_error(client.post(path, data=data, content_type=ctype), 400, "body")
+    assert_error(client.post(path, data=data, content_type="application/json"), 400, "body")
 
 
-@pytest.mark.parametrize("path", GENERATE_LIKE + ("/api/fork", "/api/score", "/api/cancel"))
+@pytest.mark.parametrize("path", BODY_ENDPOINTS)
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None])
+def test_bodies_that_do_not_say_json_answer_415(client, assert_error, path, ctype):
+    """A cross-site form or a no-cors fetch cannot send application/json, so nothing else is read."""
+    headers = {} if ctype is None else {"Content-Type": ctype}
+    assert_error(client.post(path, data=b'{"prompt": "x", "run_id": "x", "text": "x"}', headers=headers), 415, "body")
+
+
+def test_json_with_a_charset_is_json(client):
+    resp = client.post("/api/estimate", data=json.dumps({"prompt": "x"}).encode(),
+                       content_type="application/json; charset=utf-8")
+    assert ok(resp)["num_tokens"] == ok(client.post("/api/estimate", json={"prompt": "x"}))["num_tokens"]
+
+
+@pytest.mark.parametrize("path", BODY_ENDPOINTS)
 def test_body_over_the_limit_answers_413(client, assert_error, path):
     big = json.dumps({"prompt": "x" * (1 << 20)})
     assert_error(client.post(path, data=big, content_type="application/json"), 413, "body")
