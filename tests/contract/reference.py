@@ -19,10 +19,7 @@ class Forward:
     attentions: torch.Tensor  # (L, Hq, T, T) float64
     hidden: torch.Tensor      # (L+1, T, H) float64; hidden[L] is after the final norm (transformers 5.x)
     pre_norm: torch.Tensor    # (T, H) float64, the last layer's output before the final norm
-
-    @property
-    def probs(self) -> torch.Tensor:
-        return torch.softmax(self.logits, -1)  # (T, V)
+    probs: torch.Tensor       # (T, V) float64, softmax of logits at temperature 1
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -55,8 +52,10 @@ class Reference:
         finally:
             handle.remove()
         assert len(seen) == 1
+        logits = out.logits[0].double()
         return Forward(
-            logits=out.logits[0].double(),
+            logits=logits,
+            probs=torch.softmax(logits, -1),
             attentions=torch.stack([a[0] for a in out.attentions]).double(),
             hidden=torch.stack([h[0] for h in out.hidden_states]).double(),
             pre_norm=seen[0][0].double(),
