@@ -53,3 +53,23 @@ def test_estimate_grows_with_the_length_asked(client):
     per_token = (b["run_bytes"] - a["run_bytes"]) / 4
     # per token: (L + 2) hidden states of 64 float32, 100 alternatives x (id, prob, sample prob), scalars
     assert per_token == pytest.approx(4 * 64 * 4 + 100 * 12 + 28, rel=0.15)
+
+
+def test_cached_attention_per_run_is_bounded(make_server):
+    """A run caches at most attention_cache_bytes of views, least recently viewed dropped first;
+    the store counts what it holds."""
+    _, probe = make_server()
+    t = ok(probe.post("/api/estimate", json=BODY))["num_tokens"]
+    view = t * t * 4
+    eng, client = make_server(attention_cache_bytes=2 * view)
+    run = ok(client.post("/api/generate", json=BODY))
+    base = eng.store.get(run["run_id"]).nbytes
+    first = get(client, "/api/attention", run_id=run["run_id"], layer=0, head=0)
+    for layer, head in ((1, 0), (0, "max"), (1, 3)):
+        get(client, "/api/attention", run_id=run["run_id"], layer=layer, head=head)
+        held = eng.store.get(run["run_id"]).nbytes - base
+        assert held <= 2 * view, (layer, head, held, view)
+    assert held == 2 * view and eng.store.total_bytes == eng.store.get(run["run_id"]).nbytes
+    # the first view was dropped from the cache: it is recomputed, identically, and still within bounds
+    assert get(client, "/api/attention", run_id=run["run_id"], layer=0, head=0) == first
+    assert eng.store.get(run["run_id"]).nbytes - base == 2 * view

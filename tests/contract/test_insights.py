@@ -206,3 +206,26 @@ def test_bad_insight_queries_answer_400_naming_the_parameter(client, run, assert
     ]
     for path, query, field in cases:
         assert_error(client.get(path, query_string={"run_id": rid} | query), 400, field)
+
+
+def test_head_statistics_of_a_long_run_estimate_the_exact_means(client, ref):
+    """Past 256 query rows in a segment the statistics use a weighted sample of rows (the answer
+    says how many); the estimate stays close to the exact mean over every row."""
+    r = ok(client.post("/api/generate", json={"prompt": "hello " * 90, "temperature": 0, "max_new_tokens": 3}))
+    n = r["num_tokens"]
+    body = get(client, "/api/attention_insights", run_id=r["run_id"])
+    assert n > 360 and 256 < body["query_rows_used"] < n
+    fwd = ref.forward([t["id"] for t in r["tokens"]])
+    rows = torch.arange(1, n)
+    for layer in range(LAYERS):
+        a = fwd.attentions[layer][:, 1:]  # (Hq, T-1, T)
+        exact = {"entropy": R.entropy(a).mean(1), "sink": a[:, :, 0].mean(1),
+                 "prev": a[:, torch.arange(n - 1), rows - 1].mean(1)}
+        for metric, values in exact.items():
+            assert np.allclose(body[metric][layer], values.numpy(), rtol=0.02, atol=2e-3), (metric, layer)
+    seg = get(client, "/api/segments", run_id=r["run_id"])
+    assert seg["query_rows_used"] == body["query_rows_used"]
+    for layer in range(LAYERS):  # generated rows are few: their shares are exact
+        gen = fwd.attentions[layer][:, r["num_prompt_tokens"]:]
+        user = torch.tensor([t["segment"] == "user" for t in r["tokens"]])
+        assert seg["attention_share"]["user"][layer] == pytest.approx(float(gen[:, :, user].sum(-1).mean()), abs=3e-5)
