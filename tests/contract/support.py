@@ -39,7 +39,8 @@ def build_tokenizer():
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="<|im_end|>", pad_token="<pad>",
                                    extra_special_tokens=["<|im_start|>"], chat_template=CHAT_TEMPLATE)
     assert len(fast) == VOCAB
-    assert (fast.pad_token_id, fast.bos_token_id, fast.convert_tokens_to_ids("<|im_start|>"), fast.eos_token_id) == (0, 1, 2, 3)
+    ids = (fast.pad_token_id, fast.bos_token_id, fast.convert_tokens_to_ids("<|im_start|>"), fast.eos_token_id)
+    assert ids == (0, 1, 2, 3), ids
     return fast
 
 

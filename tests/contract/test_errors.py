@@ -104,7 +104,8 @@ def test_bodies_over_the_limit_answer_413_json(make_server, assert_error, method
 
 
 HOSTILE_QUERIES = [{}, {"run_id": "x"}, {"layer": "NaN"}, {"position": "1e9"}, {"head": "%00"}, {"top_k": "-0"},
-                   {"start": "9" * 50}, {"format": "<script>"}, {"pool": "16.5"}, {"limit": "١"}, {"run_id": "\u2603" * 100}]
+                   {"start": "9" * 50}, {"format": "<script>"}, {"pool": "16.5"}, {"limit": "١"},
+                   {"run_id": "\u2603" * 100}]
 HOSTILE_BODIES = [b"", b"{}", b"[]", b"{\"prompt\": null}", b"{\"run_id\": {\"$gt\": 1}}", b"\x00\x01",
                   b"{\"prompt\": \"x\", \"max_new_tokens\": 1e400}", "{\"prompt\": \"\u0000\\ud800\"}".encode()]
 

@@ -1,13 +1,11 @@
 """POST /api/generate on the tiny model: the run's shape and every token statistic, checked
 against the model's own forward pass; sampling against transformers' own warpers; bad input."""
 import json
-import math
 
 import pytest
-import torch
 
 from . import reference as R
-from .support import LAYERS, MAX_NEW, VOCAB, HEADS, KV_HEADS, ok
+from .support import HEADS, KV_HEADS, LAYERS, MAX_NEW, VOCAB, ok
 
 TOKEN_KEYS = {"position", "id", "text", "source", "prob", "rank", "entropy", "sample_prob", "sample_entropy",
               "cut_mass", "special", "bytes", "partial", "segment"}
@@ -159,7 +157,8 @@ def test_partial_utf8_tokens_carry_their_bytes(client):
     user = [t for t in run["tokens"] if t["segment"] == "user"]
     assert bytes.fromhex("".join(t["bytes"] for t in user)).decode("utf-8") == "猫你好"
     cat = user[:3]  # 猫 is not in the tokenizer's corpus: three byte tokens, none valid UTF-8 alone
-    assert [t["partial"] for t in cat] == [True, True, True] and b"".join(bytes.fromhex(t["bytes"]) for t in cat) == "猫".encode()
+    assert [t["partial"] for t in cat] == [True, True, True]
+    assert b"".join(bytes.fromhex(t["bytes"]) for t in cat) == "猫".encode()
     assert [(t["text"], t["partial"]) for t in user[3:]] == [("你", False), ("好", False)]
 
 
@@ -284,3 +283,26 @@ def test_run_larger_than_the_store_is_refused_with_413(make_server, assert_error
     assert est["fits"] is False and est["run_bytes"] > 64 << 10 and "budget" in est["message"]
     assert_error(client.post("/api/generate", json={"prompt": "x", "max_new_tokens": 32}), 413, "max_new_tokens")
     assert len(eng.store) == 0 and not len(eng.jobs)
+
+
+def test_a_tokenizer_without_a_chat_template(tiny_lm, assert_error):
+    """use_chat_template defaults to false there, and asking for it names the field."""
+    from llmvis.core.config import ServerConfig
+    from llmvis.engine.engine import Engine
+    from llmvis.model.loading import LoadedModel
+    from llmvis.web.app import create_app
+
+    from .support import build_tokenizer
+
+    plain = build_tokenizer()
+    plain.chat_template = None
+    lm = LoadedModel(model=tiny_lm.model, tokenizer=plain, name="tiny-llama", source=tiny_lm.source)
+    client = create_app(Engine(lm, ServerConfig(max_new_tokens=MAX_NEW))).test_client()
+    assert ok(client.get("/api/model"))["has_chat_template"] is False
+    run = ok(client.post("/api/generate", json={"prompt": "The quick brown fox", "temperature": 0,
+                                                "max_new_tokens": 2}))
+    assert run["params"]["use_chat_template"] is False
+    assert [t["id"] for t in run["tokens"][:-2]] == plain("The quick brown fox")["input_ids"]
+    for path in ("/api/generate", "/api/estimate", "/api/generate/stream"):
+        assert_error(client.post(path, json={"prompt": "x", "use_chat_template": True}), 400, "use_chat_template")
+    assert_error(client.post("/api/score", json={"text": "x y", "use_chat_template": True}), 400, "use_chat_template")

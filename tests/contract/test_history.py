@@ -60,8 +60,8 @@ def test_history_lists_every_finished_run_newest_first(kept):
     for row in body["runs"]:
         run = next(r for r in runs.values() if r["run_id"] == row["run_id"])
         assert row["nbytes"] == files[row["run_id"]]
-        assert (row["kind"], row["num_tokens"], row["num_prompt"], row["finish_reason"], row["model"], row["same_model"]) == (
-            run["kind"], run["num_tokens"], run["num_prompt_tokens"], run["finish_reason"], "tiny-llama", True)
+        got = (row["kind"], row["num_tokens"], row["num_prompt"], row["finish_reason"], row["model"], row["same_model"])
+        assert got == (run["kind"], run["num_tokens"], run["num_prompt_tokens"], run["finish_reason"], "tiny-llama", True)
     titles = {r["run_id"]: r["title"] for r in body["runs"]}
     assert titles[runs["gen"]["run_id"]] == "Name a colour. </script> & <b>"  # the user's text
     assert titles[runs["score"]["run_id"]] == "The quick brown fox jumps."
@@ -127,7 +127,8 @@ def test_export_then_import_is_bit_identical(kept, make_server):
     again = load(fresh.get(f"/api/runs/{new_id}/export").data)
     assert again.keys() == tensors.keys()
     for k in tensors:  # bit-identical, NaN (undefined statistics) included
-        assert again[k].dtype == tensors[k].dtype and torch.equal(again[k].view(torch.uint8), tensors[k].view(torch.uint8)), k
+        assert again[k].dtype == tensors[k].dtype, k
+        assert torch.equal(again[k].view(torch.uint8), tensors[k].view(torch.uint8)), k
 
 
 def test_import_by_multipart_and_each_import_is_a_new_run(kept, make_server):
@@ -185,7 +186,8 @@ def test_bad_bundles_are_refused_with_a_clear_400(make_server, bundle, assert_er
 def test_import_limits_and_empty_uploads(make_server, bundle, assert_error):
     _, capped = make_server(max_import_bytes=1000)
     assert "import limit" in assert_error(post_bundle(capped, bundle), 413, "bundle")["error"]
-    multipart = capped.post("/api/import", data={"file": (io.BytesIO(bundle), "x.llmvis")}, content_type="multipart/form-data")
+    multipart = capped.post("/api/import", data={"file": (io.BytesIO(bundle), "x.llmvis")},
+                            content_type="multipart/form-data")
     assert_error(multipart, 413, "bundle")
     _, fresh = make_server()
     assert_error(post_bundle(fresh, b""), 400, "bundle")

@@ -1,6 +1,5 @@
 """Views inside the layers (logit lens, attention insights, attention rows, segments), each checked
 against the tiny model's own eager forward pass and plain torch."""
-import math
 
 import numpy as np
 import pytest

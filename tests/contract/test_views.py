@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from . import reference as R
-from .support import HEADS, LAYERS, get, ok
+from .support import HEADS, LAYERS, get
 
 
 @pytest.fixture(scope="module")
