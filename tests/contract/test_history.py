@@ -90,9 +90,8 @@ def test_a_restart_on_the_same_folder_serves_every_run_and_view(kept, make_serve
     assert get(again, "/api/run", run_id=runs["fork"]["run_id"])["parent_id"] == gen["run_id"]
 
 
-def test_a_run_evicted_from_memory_is_reloaded_from_the_history(kept, make_server):
-    folder, _, _, runs = kept
-    eng, client = make_server(data_dir=folder, store_budget_bytes=200 << 10)
+def test_a_run_evicted_from_memory_is_reloaded_from_the_history(make_server, tmp_path):
+    eng, client = make_server(data_dir=tmp_path, store_budget_bytes=200 << 10)
     first = ok(client.post("/api/generate", json={"prompt": "One", "temperature": 0, "max_new_tokens": 4}))
     while first["run_id"] in eng.store:  # fill the store until the first run is evicted
         ok(client.post("/api/generate", json={"prompt": "More", "temperature": 0, "max_new_tokens": 4}))
