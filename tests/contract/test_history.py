@@ -296,10 +296,6 @@ def test_saved_says_whether_the_history_holds_the_run(kept, make_server, greedy_
         assert get(client, "/api/run", run_id=run["run_id"])["saved"] is True
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmvis/keep/library.py:79-93 restore_run builds the Run from the history's bundle but never sets "
-    "run.saved, so a run reloaded from the history (after a restart or an eviction) answers saved: null, "
-    "which serialize.run_dict documents as 'no history'"))
 def test_a_run_reloaded_from_the_history_is_saved(kept, make_server):
     folder, _, _, runs = kept
     _, again = make_server(data_dir=folder)
