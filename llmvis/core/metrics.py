@@ -60,7 +60,9 @@ class SamplingDist:
 def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> SamplingDist:
     """Apply temperature, then top-k, then top-p (the order HF uses) to one row of logits.
 
-    temperature == 0 means greedy: a point mass on the argmax.
+    temperature == 0 means greedy: a point mass on the argmax. As in transformers, top-p reads
+    the distribution that top-k left, renormalised (so it still cuts when the top-k tokens hold
+    less than top_p of the tempered mass); cut_mass is the tempered mass that was not kept.
     """
     logits = logits.float()
     if temperature == 0:
@@ -76,7 +78,8 @@ def sampling_distribution(logits: torch.Tensor, temperature: float, top_k: int, 
     else:
         sorted_q, sorted_ids = q, torch.arange(vocab)  # nothing is cut; order is irrelevant
     if top_p < 1.0:
-        before = torch.cumsum(sorted_q, 0) - sorted_q  # mass strictly before each entry
+        renorm = sorted_q / sorted_q.sum()  # what top-p sees: the survivors of top-k, summing to 1
+        before = torch.cumsum(renorm, 0) - renorm  # mass strictly before each entry
         keep = before < top_p
         keep[0] = True
         sorted_q, sorted_ids = sorted_q[keep], sorted_ids[keep]

@@ -41,7 +41,11 @@ def register_errors(app: Flask) -> None:
             405: f"method {request.method} is not allowed on {request.path[:200]}",
             413: f"body: request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes",
         }
-        return error_response(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
+        resp = error_response(messages.get(exc.code, exc.description or exc.name), exc.code or 500)
+        for name, value in exc.get_headers():  # e.g. Allow on a 405 (RFC 9110), keeping our JSON body
+            if name.lower() not in ("content-type", "content-length"):
+                resp.headers[name] = value
+        return resp
 
     @app.errorhandler(Exception)
     def on_unexpected(exc: Exception):

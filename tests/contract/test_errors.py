@@ -83,9 +83,6 @@ def test_wrong_methods_answer_405_json_on_every_route(client, assert_error):
             assert f"method {method} is not allowed" in body["error"], (path, body)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmvis/web/errors.py on_http_error builds a fresh JSON response and drops the HTTPException's "
-    "headers, so a 405 lacks the Allow header RFC 9110 15.5.6 requires (werkzeug's MethodNotAllowed carries it)"))
 def test_a_405_names_the_allowed_methods(client):
     resp = client.open("/api/generate", method="GET")
     assert resp.status_code == 405 and set(resp.headers.get("Allow", "").replace(" ", "").split(",")) >= {"POST"}

@@ -86,10 +86,6 @@ def test_sampling_statistics_match_transformers_warpers(client, ref, temperature
     _check_sampling(run, ref, temperature, top_k, top_p)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "llmvis/core/metrics.py:79 sampling_distribution applies top-p to the top-k survivors' un-renormalised "
-    "tempered mass, so when top-k keeps < top_p of the mass nothing is cut by top-p; transformers' "
-    "TopPLogitsWarper (the order DECISIONS.md claims to follow) renormalises first and cuts"))
 def test_top_p_after_top_k_matches_transformers(client, ref):
     """transformers' TopPLogitsWarper runs on the top-k survivors renormalised; the defaults (top_k=50,
     top_p=0.95) hit this on every step where the top 50 hold less than 95 % of the mass."""
