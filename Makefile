@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/bench_long.py
 	$(PY) bench/bench_insights.py
 	$(PY) bench/bench_threads.py
+	$(PY) bench/bench_heavy_reads.py
 	$(PY) bench/bench_start.py
 	$(PY) bench/bench_browser.py
 

@@ -83,7 +83,7 @@ def test_serve_binds_loopback_with_waitress():
 
 def test_binding_beyond_loopback_warns():
     res = run_cli("serve", "--host", "0.0.0.0", "--model", "/definitely/not/here")
-    assert "binding to 0.0.0.0" in res.stderr and "no authentication" in res.stderr
+    assert "binding to 0.0.0.0" in res.stderr and "every request needs the token" in res.stderr
     assert res.returncode == 1  # then the bad model path stops it
     quiet = run_cli("serve", "--model", "/definitely/not/here")
     assert "binding to" not in quiet.stderr

@@ -1,6 +1,7 @@
 """`llmvis analyze` and `llmvis show` as a user runs them (subprocesses), and the Python API."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -86,11 +87,14 @@ def test_analyze_then_show_then_python_load(tmp_path):
                             env=os.environ | {"HF_HUB_OFFLINE": "1"})
     try:
         line = proc.stdout.readline()  # printed once the run is imported, just before serving
-        assert f"http://127.0.0.1:{port}/?run={run.id}" in line, (line, proc.stderr.read() if proc.poll() else "")
+        found = re.search(rf"http://127\.0\.0\.1:{port}/\?run=([0-9a-f]{{16}})", line)
+        assert found, (line, proc.stderr.read() if proc.poll() else "")
+        new_id = found.group(1)
+        assert new_id != run.id  # an import always gets a fresh id
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/run?run_id={run.id}", timeout=2) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/run?run_id={new_id}", timeout=2) as resp:
                     served = json.loads(resp.read())
                 break
             except OSError:
@@ -98,7 +102,7 @@ def test_analyze_then_show_then_python_load(tmp_path):
                 time.sleep(0.2)
         assert [t["id"] for t in served["tokens"]] == [t["id"] for t in run.tokens]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/history", timeout=5) as resp:
-            assert [r["run_id"] for r in json.loads(resp.read())["runs"]] == [run.id]
+            assert [r["run_id"] for r in json.loads(resp.read())["runs"]] == [new_id]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

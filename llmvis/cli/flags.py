@@ -42,6 +42,13 @@ def add_bind_flags(p: argparse.ArgumentParser) -> None:
                    help="address to bind; anything but 127.0.0.1 exposes the app to the network "
                    "(default: %(default)s)")
     p.add_argument("--port", type=int, default=5000, help="TCP port (default: %(default)s)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also serve requests whose Host is NAME (repeatable; '*' for any). The loopback names "
+                   "and --host are always served; other Hosts get 403, which stops DNS rebinding")
+    p.add_argument("--token", default=None,
+                   help="require this token on every request (the page's cookie from ?token=, or "
+                   "Authorization: Bearer). Default: none on 127.0.0.1; a random one, printed in the URL, "
+                   "when --host is any other address")
 
 
 def add_history_flags(p: argparse.ArgumentParser) -> None:

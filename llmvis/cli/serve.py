@@ -2,20 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import secrets
+import socket
 from pathlib import Path
 
-from waitress import serve
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from llmvis.cli.flags import add_bind_flags, add_history_flags, add_model_flags, history_settings, positive_int, stage_bar
 from llmvis.core.config import ModelConfig, ServerConfig, default_cache_dir
 from llmvis.core.errors import LlmvisError
 from llmvis.engine.engine import Engine
 from llmvis.engine.store import tune_allocator
+from llmvis.keep.history import History
 from llmvis.model.loading import load_model
 from llmvis.web.app import create_app
+from llmvis.web.guard import host_name, is_loopback
 
 log = logging.getLogger("llmvis")
+CHANNEL_TIMEOUT_S = 60    # a connection idle (or dribbling a request) this long is closed
+CONNECTION_LIMIT = 256    # open connections at once; slow clients cannot take them all
 
 
 def add_serve_flags(p: argparse.ArgumentParser) -> None:
@@ -63,24 +72,69 @@ def cmd_serve(args, on_engine=None) -> int:
     mcfg = ModelConfig(model=args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     if args.cache_dir is not None:
         mcfg.cache_dir = args.cache_dir
+    if not 0 < args.port < 65536:
+        raise LlmvisError(f"--port must be in 1..65535, got {args.port}")
+    token = args.token
+    if token is not None and len(token) < 8:
+        raise LlmvisError("--token must be at least 8 characters")
+    if token is None and not is_loopback(host_name(args.host)):
+        token = secrets.token_urlsafe(24)  # exposed to the network: never without a token
     scfg = ServerConfig(
         max_new_tokens=args.max_new_tokens,
         store_budget_bytes=args.store_budget_mb << 20,
         max_body_bytes=args.max_body_kb << 10,
+        bind_host=args.host,
+        allowed_hosts=tuple(args.allow_host),
+        token=token,
         **history_settings(args),
     )
-    if not 0 < args.port < 65536:
-        raise LlmvisError(f"--port must be in 1..65535, got {args.port}")
-    if args.host not in ("127.0.0.1", "localhost", "::1"):  # said first, before the slow model load
-        log.warning("binding to %s: the app is reachable from the network and has no authentication", args.host)
+    check_port_free(args.host, args.port)  # said first, before the slow model load
+    if scfg.data_dir is not None:
+        History(scfg.data_dir, scfg.history_budget_bytes)  # a read-only or blocked folder fails here, in one line
+    if not is_loopback(host_name(args.host)):
+        log.warning("binding to %s: the app is reachable from the network; every request needs the token", args.host)
     tune_allocator()  # before any worker thread exists
     with stage_bar("Loading model", enabled=getattr(args, "progress", False)):
         lm = load_model(mcfg)
     log.info("loaded %s in %.1f s (%s)", lm.name, lm.load_s, "cache" if lm.from_cache else "converted")
     engine = Engine(lm, scfg)
     app = create_app(engine)
-    url_path = on_engine(engine) if on_engine is not None else ""
-    print(f"llmvis: serving {lm.name} at http://{args.host}:{args.port}{url_path}", flush=True)
-    serve(app, host=args.host, port=args.port, threads=args.threads, ident="llmvis",
-          max_request_body_size=max(scfg.max_body_bytes, scfg.max_import_bytes + (64 << 10)) + 1024)
+    url_path = on_engine(engine) if on_engine is not None else "/"
+    if token is not None:
+        url_path += ("&" if "?" in url_path else "?") + "token=" + token
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"llmvis: serving {lm.name} at http://{host}:{args.port}{url_path}", flush=True)
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident="llmvis",
+                           channel_timeout=CHANNEL_TIMEOUT_S, connection_limit=CONNECTION_LIMIT,
+                           max_request_body_size=max(scfg.max_body_bytes, scfg.max_import_bytes) + (1 << 20))
+    server.channel_class = JsonErrorChannel  # waitress's own refusals (an over-cap body) in the error shape
+    server.run()
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One `Error:` line, before the model loads, when the address cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise LlmvisError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's error answers (413 over its body cap, 400 malformed requests) as JSON."""
+
+    def execute(self):
+        err = self.request.error
+        body = json.dumps({"error": f"request: {err.reason}: {err.body}"[:500], "status": err.code}).encode()
+        self.status = f"{err.code} {err.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask

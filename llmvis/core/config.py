@@ -32,8 +32,13 @@ class ServerConfig:
     store_budget_bytes: int = 2 << 30   # run store bound; least recently used runs are evicted first
     attention_cache_bytes: int = 512 << 20  # per run: cached attention layers beyond this are dropped, oldest first
     max_queue: int = 4                  # generations waiting or running; more answer 503 + Retry-After
+    max_heavy_reads: int = 4            # views computing at once (attention, lens, head stats, rows, diff); more answer 503
+    max_json_cells: int = 1 << 21       # attention matrices above this many cells are refused as JSON (use f16 or pool)
     default_top_n: int = 10             # /api/token_probs default
     max_top_n: int = 100                # alternatives recorded per step and the most top_n may be
     data_dir: Path | None = None        # run history folder (SQLite + one bundle per run); None = no history
     history_budget_bytes: int = 1 << 30  # history folder bound; oldest runs are evicted first
     max_import_bytes: int = 256 << 20   # POST /api/import body cap (bundles hold hidden states)
+    bind_host: str = "127.0.0.1"        # the address served on; its name is an allowed Host
+    allowed_hosts: tuple[str, ...] = ()  # more Host names to serve (--allow-host); "*" allows any
+    token: str | None = None            # when set, every request must carry it (cookie, Bearer or ?token=)

@@ -1,4 +1,4 @@
-"""Small domain exceptions. Each maps to one HTTP status in app.py."""
+"""Small domain exceptions. Each carries its HTTP status, which llmvis.web.errors answers with."""
 
 
 class LlmvisError(Exception):
@@ -15,6 +15,24 @@ class BadRequest(LlmvisError):
     def __init__(self, field: str, problem: str):
         self.field = field
         super().__init__(f"{field}: {problem}")
+
+
+class Unauthorized(LlmvisError):
+    """The server needs its token and the request did not carry the right one."""
+
+    status = 401
+
+
+class Forbidden(LlmvisError):
+    """The request came from another site or named a host this server does not serve."""
+
+    status = 403
+
+
+class UnsupportedMediaType(LlmvisError):
+    """The request body has a Content-Type this endpoint does not take."""
+
+    status = 415
 
 
 class RunNotFound(LlmvisError):
@@ -47,11 +65,23 @@ class RunFailed(LlmvisError):
     status = 409
 
 
+class HistoryUnavailable(LlmvisError):
+    """The history folder cannot be read or written (read-only, full, or gone)."""
+
+    status = 503
+
+
 class Busy(LlmvisError):
     """The generation queue is full; the client should retry later."""
 
     status = 503
     retry_after = 5
+
+
+class Cancelled(LlmvisError):
+    """A view's job was cancelled by its client before it finished (what it had done is kept)."""
+
+    status = 409
 
 
 class GenerationFailed(LlmvisError):

@@ -10,6 +10,7 @@ disk is llmvis.keep's: it registers callbacks in `on_run_stored` and `run_loader
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Callable
 
@@ -17,13 +18,13 @@ import torch
 
 from llmvis.core.attention import pool_matrix
 from llmvis.core.config import ServerConfig
-from llmvis.core.errors import BadRequest, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
+from llmvis.core.errors import BadRequest, Cancelled, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
 from llmvis.core.heads import AttentionStats, RowAttention
 from llmvis.core.lens import LENS_TOP_K, LensResult
 from llmvis.core.segments import think_segments
 from llmvis.core.tokens import Prompt, TokenTexts, build_prompt
 from llmvis.engine.decode import PROMPT_CHUNK, GenerationParams, decode
-from llmvis.engine.jobs import FailedRun, Job, JobQueue, inherit_parent_steps
+from llmvis.engine.jobs import Admission, FailedRun, Job, JobQueue, ReadJob, inherit_parent_steps
 from llmvis.engine.run import RUN_TOKEN_BYTES, Run, new_run_id
 from llmvis.engine.store import RunStore, release_freed_memory
 from llmvis.engine.views import attention_row_all_layers, attention_stats, diff_runs, logit_lens
@@ -32,6 +33,8 @@ from llmvis.model.loading import LoadedModel
 
 log = logging.getLogger("llmvis.engine")
 MAX_CACHED_ROWS = 16   # query rows of all-layer attention kept per run
+LENS_STEP = 64         # logit-lens positions computed per hold of the model lock (a generate waits at most one step)
+MAX_READ_JOBS = 64     # named view jobs remembered for progress queries
 StepCallback = Callable[[int, int, dict], None]  # (position, token id, scalar statistics)
 
 
@@ -42,6 +45,9 @@ class Engine:
         self.lm = lm
         self.config = config or ServerConfig()
         self.jobs = JobQueue(self.config.max_queue)
+        self.reads = Admission(self.config.max_heavy_reads, "heavy views")  # views that compute, at once
+        self.read_jobs: dict[str, ReadJob] = {}  # named long views, by job id (recent ones kept for progress)
+        self._read_jobs_lock = threading.Lock()
         self.store = RunStore(self.config.store_budget_bytes)
         self.texts = TokenTexts(lm.tokenizer)
         self.stop_ids = eos_ids(lm.model, lm.tokenizer)
@@ -240,11 +246,16 @@ class Engine:
         return self.execute(self.prepare(messages, params, use_chat_template))
 
     def cancel(self, run_id: str) -> dict:
-        """Ask a queued or running generation to stop; it stops before its next step."""
+        """Ask a queued or running generation, or a named view job, to stop before its next step."""
         job = self.jobs.get(run_id)
         if job is not None:
             job.cancel.set()
             return {"run_id": run_id, "cancelled": True, "status": job.status}
+        with self._read_jobs_lock:
+            read = self.read_jobs.get(run_id)
+        if read is not None:
+            read.cancel.set()
+            return {"run_id": run_id, "cancelled": read.status == "running", "status": read.status}
         try:
             run = self.store.get(run_id)  # a failed run is fine here: its status says so
         except (RunNotFound, RunExpired) as exc:
@@ -279,7 +290,7 @@ class Engine:
         hit = run.view_cache.get(key)
         if ready(hit):
             return hit, 0.0
-        with self.lm.lock:
+        with self.reads.slot(), self.lm.lock:  # 503 when too many views are computing or waiting
             hit = run.view_cache.get(key)
             if ready(hit):
                 return hit, 0.0
@@ -299,11 +310,12 @@ class Engine:
         if not isinstance(head, str):
             if not 0 <= head < self.lm.num_heads:
                 raise BadRequest("head", f"must be mean, max or in [0, {self.lm.num_heads - 1}], got {head}")
-        with self.lm.lock:
-            grew = (layer, head) not in run.attention_cache
+        if (layer, head) in run.attention_cache:
+            with self.lm.lock:  # cached: no admission needed, but the LRU order changes under the lock
+                return run.attention_matrix(self.lm.model, layer, head)
+        with self.reads.slot(), self.lm.lock:
             matrix = run.attention_matrix(self.lm.model, layer, head)
-        if grew:
-            self.store.resize(run)
+        self.store.resize(run)
         return matrix
 
     def attention_view(self, run: Run, layer: int, head, window=None, pool: int | None = None,
@@ -315,9 +327,10 @@ class Engine:
         """
         n = run.num_tokens
         q0, q1, k0, k1 = window or (0, n, 0, n)
-        for name, lo, hi in (("q_start", q0, q1), ("k_start", k0, k1)):
+        for start_name, end_name, lo, hi in (("q_start", "q_end", q0, q1), ("k_start", "k_end", k0, k1)):
             if not 0 <= lo < hi <= n:
-                raise BadRequest(name, f"window must satisfy 0 <= start < end <= {n}, got [{lo}, {hi})")
+                name = end_name if 0 <= lo < n else start_name  # the bound that is wrong
+                raise BadRequest(name, f"window must satisfy 0 <= {start_name} < {end_name} <= {n}, got [{lo}, {hi})")
         full = self.attention(run, layer, head)  # (T, T)
         sub = full[q0:q1, k0:k1]  # (q, k)
         block = 1
@@ -327,14 +340,64 @@ class Engine:
         return {"matrix": matrix, "block": block, "q_start": q0, "k_start": k0,
                 "rows": int(matrix.shape[0]), "cols": int(matrix.shape[1])}
 
-    def logit_lens(self, run: Run, start: int, end: int) -> tuple[LensResult, float]:
-        """The lens of positions [start, end); only positions not computed before cost anything."""
+    def logit_lens(self, run: Run, start: int, end: int, job_id: str | None = None) -> tuple[LensResult, float]:
+        """The lens of positions [start, end); only positions not computed before cost anything.
+
+        Computed LENS_STEP positions per hold of the model lock. With job_id, the range is a job
+        its client can follow (`read_job`) and cancel (`cancel`) between steps; what was done
+        before a cancel stays cached.
+        """
         if not 0 <= start < end <= run.num_tokens:
             raise BadRequest("end", f"window must satisfy 0 <= start < end <= {run.num_tokens}, got [{start}, {end})")
-        return self.cached_view(
-            run, "lens",
-            lambda done: logit_lens(self.lm.model, run.hidden, run.ids, LENS_TOP_K, start=start, end=end, into=done),
-            complete=lambda lens: not len(lens.missing(start, end)))
+        done = run.view_cache.get("lens")
+        if done is not None and not len(done.missing(start, end)):
+            return done, 0.0
+        job = self._start_read_job(job_id, "logit_lens", run, end - start)
+
+        def step(done, a: int, b: int):
+            if job is not None and job.cancel.is_set():  # checked again once the model lock is ours
+                job.status = "cancelled"
+                raise Cancelled(f"job_id: job {job.id} was cancelled after {job.done} of {job.total} positions")
+            return logit_lens(self.lm.model, run.hidden, run.ids, LENS_TOP_K, start=a, end=b, into=done)
+
+        took = 0.0
+        try:
+            with self.reads.slot():  # one admission for the whole range; the lock is taken per step
+                for a in range(start, end, LENS_STEP):
+                    b = min(end, a + LENS_STEP)
+                    lens, t = self.cached_view(run, "lens", lambda done, a=a, b=b: step(done, a, b),
+                                               complete=lambda hit, a=a, b=b: not len(hit.missing(a, b)))
+                    took += t
+                    if job is not None:
+                        job.done = b - start
+        except Exception:
+            if job is not None and job.status == "running":
+                job.status = "failed"
+            raise
+        if job is not None:
+            job.status = "done"
+        return lens, took
+
+    def _start_read_job(self, job_id: str | None, kind: str, run: Run, total: int) -> ReadJob | None:
+        if job_id is None:
+            return None
+        job = ReadJob(job_id, kind, run.id, total)
+        with self._read_jobs_lock:
+            old = self.read_jobs.get(job_id)
+            if old is not None and old.status == "running":
+                raise BadRequest("job_id", f"job {job_id} is already running")
+            self.read_jobs[job_id] = job
+            while len(self.read_jobs) > MAX_READ_JOBS:  # keep the most recent for progress queries
+                self.read_jobs.pop(next(iter(self.read_jobs)))
+        return job
+
+    def read_job(self, job_id: str) -> dict:
+        """Progress of a named view job: done of total positions, and its status."""
+        with self._read_jobs_lock:
+            job = self.read_jobs.get(job_id)
+        if job is None:
+            raise RunNotFound(f"job_id: unknown job {job_id[:64]}")
+        return job.as_dict()
 
     def head_stats(self, run: Run) -> tuple[AttentionStats, float]:
         """Per layer and query head statistics of attention, and per-segment shares (cached)."""
@@ -354,7 +417,7 @@ class Engine:
 
     def diff(self, run_a: Run, run_b: Run) -> dict:
         """Alignment and per-position KL of two runs (llmvis.engine.views.diff_runs)."""
-        with self.lm.lock:
+        with self.reads.slot(), self.lm.lock:
             return diff_runs(self.lm.model, run_a, run_b)
 
     def similarity(self, run: Run) -> torch.Tensor:

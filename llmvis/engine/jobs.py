@@ -6,6 +6,7 @@ the run id, so a client can cancel it before the run exists.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 
@@ -46,6 +47,24 @@ class FailedRun:
     nbytes: int = 256
 
 
+@dataclass
+class ReadJob:
+    """A long view computed in steps (a logit-lens range) that its client named, can follow
+    (`done` of `total` positions) and cancel between steps."""
+
+    id: str
+    kind: str
+    run_id: str
+    total: int
+    done: int = 0
+    status: str = "running"         # running | done | cancelled | failed
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def as_dict(self) -> dict:
+        return {"job_id": self.id, "kind": self.kind, "run_id": self.run_id, "done": self.done,
+                "total": self.total, "status": self.status}
+
+
 class JobQueue:
     """Jobs waiting or running, at most `capacity` of them; thread-safe."""
 
@@ -73,6 +92,41 @@ class JobQueue:
     def __len__(self) -> int:
         with self._lock:
             return len(self._jobs)
+
+
+class Admission:
+    """At most `capacity` holders at once; more raise Busy at once (503 + Retry-After), never wait.
+
+    Re-entrant per thread, so a view that computes another view inside it counts once.
+    """
+
+    def __init__(self, capacity: int, what: str):
+        self.capacity = int(capacity)
+        self.what = what
+        self._held = 0
+        self._lock = threading.Lock()
+        self._mine = threading.local()
+
+    @contextlib.contextmanager
+    def slot(self):
+        depth = getattr(self._mine, "depth", 0)
+        if depth == 0:
+            with self._lock:
+                if self._held >= self.capacity:
+                    raise Busy(f"{self.what}: {self.capacity} are being computed; retry shortly")
+                self._held += 1
+        self._mine.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._mine.depth = depth
+            if depth == 0:
+                with self._lock:
+                    self._held -= 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._held
 
 
 def inherit_parent_steps(result, parent: Run, start: int, stop: int) -> None:

@@ -46,6 +46,8 @@ class Run:
     attention_budget: int = 512 << 20                     # bytes of attention this run may cache
     similarity_cache: torch.Tensor | None = None          # (L, T)
     view_cache: dict = field(default_factory=dict)        # name -> cached view result with .nbytes (insights)
+    saved: bool | None = None                             # whether the history kept it (None: no history)
+    save_error: str | None = None                         # why it was not kept
 
     @property
     def num_tokens(self) -> int:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmvis.core.errors import LlmvisError, RunNotFound
+from llmvis.core.errors import HistoryUnavailable, LlmvisError, RunNotFound
 from llmvis.keep.bundle import SUFFIX, check_run_id, valid_run_id
 
 BUSY_TIMEOUT_S = 30.0
@@ -78,15 +78,18 @@ class History:
         self.folder = Path(folder).expanduser()
         self.runs_dir = self.folder / "runs"
         self.budget = int(budget_bytes)
+        self.db_path = self.folder / "history.sqlite"
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LlmvisError(f"cannot use data folder {self.folder}: {exc.strerror or exc}") from None
-        self.db_path = self.folder / "history.sqlite"
-        with self._connect() as con:
-            self._enable_wal(con)
-            con.executescript(SCHEMA)
-        self._sweep_orphans()
+            probe = tempfile.NamedTemporaryFile(dir=self.runs_dir, prefix=".probe-", suffix=".tmp")
+            probe.close()  # a read-only or full folder fails here, at start, not on the first save
+            with self._connect() as con:
+                self._enable_wal(con)
+                con.executescript(SCHEMA)
+            self._sweep_orphans()
+        except (OSError, HistoryUnavailable) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise LlmvisError(f"cannot use data folder {self.folder}: {reason} (use --data-dir or --no-history)") from None
 
     @staticmethod
     def _enable_wal(con) -> None:
@@ -109,11 +112,17 @@ class History:
     # ---- plumbing ----------------------------------------------------------------
     @contextlib.contextmanager
     def _connect(self):
-        con = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        """A connection; SQLite failures (read-only, full, corrupt, gone) become HistoryUnavailable (503)."""
+        try:
+            con = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"history: cannot open {self.db_path.name}: {exc}") from None
         try:
             con.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             con.execute("PRAGMA synchronous=NORMAL")
             yield con
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"history: the data folder cannot be used now ({str(exc)[:120]})") from None
         finally:
             con.close()
 
@@ -135,8 +144,12 @@ class History:
 
     def _unlink(self, run_ids) -> None:
         for run_id in run_ids:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 self.path_of(run_id).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # the row is gone; the sweep at the next start removes the file
+                raise HistoryUnavailable(f"history: cannot remove run {run_id}'s file: {exc.strerror or exc}") from None
 
     def _sweep_orphans(self) -> None:
         """Remove stale temp files and bundle files whose row is gone (a crash between the two)."""
@@ -158,7 +171,10 @@ class History:
         """Store one run (row: the COLUMNS but saved/nbytes; data: its bundle); returns evicted ids."""
         run_id = row["id"]
         path = self.path_of(run_id)
-        atomic_write(path, data)
+        try:
+            atomic_write(path, data)
+        except OSError as exc:
+            raise HistoryUnavailable(f"history: cannot write {path.name}: {exc.strerror or exc}") from None
         values = dict(row, title=str(row["title"])[:TITLE_MAX], saved=time.time(), nbytes=len(data))
         evicted: list[str] = []
         with self._write() as con:
@@ -186,6 +202,8 @@ class History:
             return self.path_of(run_id).read_bytes()
         except FileNotFoundError:  # evicted or deleted by another process just now
             return None
+        except OSError as exc:
+            raise HistoryUnavailable(f"history: cannot read run {run_id}: {exc.strerror or exc}") from None
 
     def get(self, run_id: str) -> dict | None:
         if not valid_run_id(run_id):

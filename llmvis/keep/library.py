@@ -7,17 +7,18 @@ Engine's hook lists, `on_run_stored` (after a finished run enters the run store)
 from __future__ import annotations
 
 import logging
+import threading
 
-from safetensors.torch import load
-
-from llmvis.core.errors import BadRequest, LlmvisError, PayloadTooLarge, RunExpired, RunNotFound
+from llmvis.core.errors import BadRequest, Busy, HistoryUnavailable, LlmvisError, PayloadTooLarge
 from llmvis.engine.run import new_run_id
 from llmvis.keep.bundle import bundle_header, check_model, check_run_id, dump_bundle, read_bundle, valid_run_id
 from llmvis.keep.history import History
 from llmvis.model.loading import DEFAULT_NAME
 
 log = logging.getLogger("llmvis.library")
-TITLE_CHARS = 80
+TITLE_CHARS = 80   # a default title: the start of the user's text
+TITLE_MAX = 200    # what the history keeps of any title
+_IMPORT_SLOT = threading.Lock()  # one bundle parsed at a time
 
 
 def attach_history(engine) -> History:
@@ -53,11 +54,20 @@ def history_row(run, title: str) -> dict:
     }
 
 
+def saved_title(engine, run) -> str:
+    """The run's title in the history, else its default title (also when the history fails)."""
+    hist = getattr(engine, "history", None)
+    try:
+        row = hist.get(run.id) if hist is not None else None
+    except HistoryUnavailable:
+        row = None
+    return row["title"] if row else run_title(engine, run)
+
+
 def export_bundle(engine, run, title: str | None = None) -> bytes:
     """The run as `.llmvis` bundle bytes (its history title when it has one)."""
     if title is None:
-        row = engine.history.get(run.id) if getattr(engine, "history", None) else None
-        title = row["title"] if row else run_title(engine, run)
+        title = saved_title(engine, run)
     return dump_bundle(run, engine.model_info(), title=title, model_spec=model_spec(engine))
 
 
@@ -69,8 +79,10 @@ def persist_run(engine, run, title: str | None = None) -> None:
     try:
         title = title or run_title(engine, run)
         hist.save(history_row(run, title), export_bundle(engine, run, title))
+        run.saved, run.save_error = True, None
     except (OSError, LlmvisError, ValueError) as exc:
         log.error("could not save run %s to the history in %s: %s", run.id, hist.folder, exc)
+        run.saved, run.save_error = False, str(exc)[:300]
 
 
 def restore_run(engine, run_id: str):
@@ -87,58 +99,45 @@ def restore_run(engine, run_id: str):
     except BadRequest as exc:
         raise BadRequest("run_id", f"run {run_id} is in the history but cannot be opened here: {exc}") from None
     run.id = run_id
+    run.saved = True  # it came from the history
     return run
 
 
-def _taken(engine, run_id: str):
-    """The run already known under run_id (memory or history), or None."""
-    try:
-        return engine.get_run(run_id)
-    except (RunNotFound, RunExpired, BadRequest):
-        return None
-
-
 def import_bundle(engine, data: bytes):
-    """Add a bundle's run to the store (and the history); returns the Run.
+    """Add a bundle's run to the store (and the history) under a fresh id; returns the Run.
 
-    The bundle's run id is kept when it is free here. When it is taken by the same run (same id and
-    creation time: the bundle was exported from here or imported before), that run is returned;
-    otherwise the import gets a fresh id.
+    The id inside a bundle is never trusted (it would let the bundle's author know, or collide
+    with, a run id here). Everything the run holds is counted against the store budget before it
+    is accepted. One import is parsed at a time (each briefly holds a second copy of the bundle);
+    another one meanwhile answers 503.
     """
-    meta = bundle_header(data)
-    check_model(meta, engine.model_info())
-    bid = meta["run"].get("id")
-    run_id = None
-    if valid_run_id(bid):
-        existing = _taken(engine, bid)
-        if existing is None:
-            run_id = bid
-        elif abs(float(existing.created) - float(meta["run"].get("created") or -1)) < 1e-6 \
-                and list(existing.ids) == _ids_of(data):
-            return existing
-    run, meta = read_bundle(data, engine.model_info(), run_id=run_id or new_run_id(),
-                            attention_budget=engine.config.attention_cache_bytes, dtype=engine.lm.dtype)
+    if not _IMPORT_SLOT.acquire(blocking=False):
+        raise Busy("bundle: another import is being read; retry shortly")
+    try:
+        meta = bundle_header(data)
+        check_model(meta, engine.model_info())
+        run, meta = read_bundle(data, engine.model_info(), run_id=new_run_id(),
+                                attention_budget=engine.config.attention_cache_bytes, dtype=engine.lm.dtype)
+    finally:
+        _IMPORT_SLOT.release()
     if run.nbytes > engine.config.store_budget_bytes:
         raise PayloadTooLarge(
             f"bundle: this run needs {run.nbytes >> 20} MiB, over the run store budget of "
             f"{engine.config.store_budget_bytes >> 20} MiB"
         )
     engine.store.put(run)
-    title = meta.get("title") if isinstance(meta.get("title"), str) and meta["title"].strip() else None
+    title = meta.get("title")
+    title = " ".join(title.split())[:TITLE_MAX] if isinstance(title, str) and title.strip() else None
     persist_run(engine, run, title)
     return run
-
-
-def _ids_of(data: bytes) -> list[int]:
-    return load(data)["ids"].tolist()
 
 
 def rename_run(engine, run_id: str, title) -> dict:
     check_run_id(run_id)
     if not isinstance(title, str) or not title.strip():
         raise BadRequest("title", "is required and must be a non-empty string")
-    if len(title) > 200:
-        raise BadRequest("title", f"must be at most 200 characters, got {len(title)}")
+    if len(title) > TITLE_MAX:
+        raise BadRequest("title", f"must be at most {TITLE_MAX} characters, got {len(title)}")
     hist = _require_history(engine)
     return hist.rename(run_id, " ".join(title.split()))
 

@@ -11,6 +11,7 @@ from llmvis.keep.library import attach_history
 from llmvis.web.assets import STATIC_DIR, TEMPLATES_DIR, echarts_path
 from llmvis.web.context import ENGINE_KEY
 from llmvis.web.errors import error_response, register_errors
+from llmvis.web.guard import install_guard
 from llmvis.web.routes_api import api
 from llmvis.web.routes_history import history_api
 from llmvis.web.routes_insights import insights_api
@@ -30,6 +31,7 @@ def create_app(engine_obj, config=None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes
     app.json.sort_keys = False
     app.extensions[ENGINE_KEY] = engine_obj
+    install_guard(app, cfg.bind_host, tuple(cfg.allowed_hosts), cfg.token)  # Host, Origin, token: before any route
     app.register_blueprint(api)           # generation, forks, scoring, diff, core views (routes_api.py)
     app.register_blueprint(insights_api)  # logit lens, attention insights, segments (routes_insights.py)
     app.register_blueprint(history_api)   # history, export/share, import (routes_history.py)
@@ -58,8 +60,12 @@ def create_app(engine_obj, config=None) -> Flask:
         resp.headers.setdefault(
             "Content-Security-Policy",
             "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'",
+            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'; form-action 'self'",
         )
+        resp.headers.setdefault("X-Frame-Options", "DENY")  # no framing (clickjacking), also for old browsers
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         return resp
 
     return app

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import current_app, request
 
-from llmvis.core.errors import BadRequest
+from llmvis.core import jsondoc
+from llmvis.core.errors import BadRequest, UnsupportedMediaType
 from llmvis.web.validate import query_str
 
 ENGINE_KEY = "llmvis.engine"
@@ -16,7 +17,14 @@ def engine():
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True, force=True)
+    """The request's JSON object; 415 unless it says Content-Type: application/json (a cross-site
+    form or no-cors fetch cannot), 400 unless it parses to an object."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(f"body: Content-Type must be application/json, got {request.mimetype[:60]!r}")
+    try:  # NaN and Infinity parse; each numeric field refuses them by name (validate.py)
+        body = jsondoc.loads(request.get_data(cache=True), allow_constants=True)
+    except jsondoc.JsonError as exc:
+        raise BadRequest("body", f"must be a JSON object; it {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("body", "must be a JSON object")
     return body

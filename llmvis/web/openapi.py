@@ -162,8 +162,16 @@ PATHS = {
         "summary": "Logit lens: each layer's top tokens at each position, the next token's prob/rank, entropy",
         "parameters": [RUN_ID, _q("top_k", {"type": "integer", "minimum": 1, "maximum": 20, "default": 5}),
                        _q("start", {"type": "integer", "minimum": 0, "default": 0}),
-                       _q("end", {"type": "integer", "minimum": 1})],
-        "responses": _resp({"type": "object"}, 400, 404, 409),
+                       _q("end", {"type": "integer", "minimum": 1}),
+                       _q("job_id", {"type": "string", "pattern": "^[0-9a-f]{8,32}$"}, False,
+                          "name the range as a job: follow it at /api/jobs/{job_id}, stop it with POST /api/cancel")],
+        "responses": _resp({"type": "object"}, 400, 404, 409, 503),
+    }},
+    "/api/jobs/{job_id}": {"get": {
+        "summary": "Progress of a named view job (a logit-lens range): done of total positions, status",
+        "parameters": [{"name": "job_id", "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{8,32}$"}}],
+        "responses": _resp({"type": "object", "required": ["job_id", "done", "total", "status"]}, 400, 404),
     }},
     "/api/attention_insights": {"get": {
         "summary": "Per layer and query head: attention entropy, sink share, previous-token share; KV groups",

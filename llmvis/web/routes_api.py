@@ -10,7 +10,7 @@ import threading
 import torch
 from flask import Blueprint, current_app, jsonify, request
 
-from llmvis.core.errors import BadRequest, LlmvisError
+from llmvis.core.errors import BadRequest, LlmvisError, PayloadTooLarge
 from llmvis.web import serialize
 from llmvis.web.context import engine, json_body, query_run
 from llmvis.web.errors import error_body
@@ -188,6 +188,13 @@ def attention():
             query_int(request.args, "k_start", default=0, lo=0, hi=n),
             query_int(request.args, "k_end", default=n, lo=0, hi=n),
         )
+    if fmt == "json":  # refused before any work: a JSON matrix costs ~13 bytes and a Python float per cell
+        q0, q1, k0, k1 = window or (0, n, 0, n)
+        block = max(1, -(-max(q1 - q0, k1 - k0) // pool)) if pool else 1
+        cells = -(-max(0, q1 - q0) // block) * -(-max(0, k1 - k0) // block)
+        if cells > eng.config.max_json_cells:
+            raise PayloadTooLarge(f"format: a {cells:,}-cell matrix is too large as JSON (limit "
+                                  f"{eng.config.max_json_cells:,}); ask for format=f16, pool=N or a window")
     view = eng.attention_view(run, layer, head, window, pool, pool_mode)
     meta = {"layer": layer, "head": head, "num_tokens": n, "rows": view["rows"], "cols": view["cols"],
             "block": view["block"], "q_start": view["q_start"], "k_start": view["k_start"]}

@@ -4,15 +4,16 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from llmvis.core.errors import BadRequest, PayloadTooLarge
+from llmvis.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from llmvis.keep.bundle import SUFFIX, check_run_id
-from llmvis.keep.library import delete_run, export_bundle, import_bundle, rename_run, run_title
+from llmvis.keep.library import delete_run, export_bundle, import_bundle, rename_run, saved_title
 from llmvis.web import serialize
 from llmvis.web.context import attachment, engine, json_body
 from llmvis.web.share import parse_layers, share_html
 from llmvis.web.validate import query_int
 
 history_api = Blueprint("history_api", __name__, url_prefix="/api")
+IMPORT_TYPES = ("multipart/form-data", "application/octet-stream")
 
 
 @history_api.get("/history")
@@ -56,8 +57,7 @@ def share_run(run_id: str):
     eng = engine()
     run = eng.get_run(check_run_id(run_id))
     layers = parse_layers(request.args.get("layers"), eng.lm.num_layers)
-    row = eng.history.get(run.id) if eng.history is not None else None
-    page = share_html(eng, run, layers, title=row["title"] if row else run_title(eng, run))
+    page = share_html(eng, run, layers, title=saved_title(eng, run))
     return attachment(page.encode("utf-8"), "text/html", f"llmvis-{run.id}.html")
 
 
@@ -67,7 +67,13 @@ def _import_cap() -> int:
 
 @history_api.post("/import")
 def import_run():
-    """A bundle as multipart/form-data (field `file`) or as the raw request body."""
+    """A bundle as multipart/form-data (field `file`) or as an application/octet-stream body.
+
+    Other content types answer 415 (a cross-site form or no-cors fetch cannot send these two
+    without the Origin the guard checks). The run always gets a fresh id.
+    """
+    if request.mimetype not in IMPORT_TYPES:
+        raise UnsupportedMediaType(f"body: Content-Type must be {' or '.join(IMPORT_TYPES)}, got {request.mimetype[:60]!r}")
     cap = _import_cap()
     too_big = PayloadTooLarge(f"bundle: larger than the import limit of {cap} bytes (--max-import-mb)")
     if request.content_length is not None and request.content_length > cap + 64 * 1024:

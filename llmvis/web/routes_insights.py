@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request
 
 from llmvis.core.errors import BadRequest
 from llmvis.core.lens import LENS_TOP_K
+from llmvis.keep.bundle import check_run_id
 from llmvis.web import serialize
 from llmvis.web.context import engine, query_run
 from llmvis.web.validate import parse_head, query_int, query_str
@@ -32,8 +33,17 @@ def logit_lens_view():
     end = query_int(request.args, "end", default=t, lo=1, hi=t)
     if end <= start:
         raise BadRequest("end", f"must be greater than start ({start}), got {end}")
-    lens, took = eng.logit_lens(run, start, end)  # only positions [start, end) are computed, each once per run
+    job_id = request.args.get("job_id")
+    if job_id is not None:
+        check_run_id(job_id, "job_id")
+    lens, took = eng.logit_lens(run, start, end, job_id)  # only positions [start, end) are computed, each once per run
     return jsonify(serialize.logit_lens(eng, run, lens, start, end, top_k, took))
+
+
+@insights_api.get("/jobs/<job_id>")
+def read_job(job_id: str):
+    """How far a named view job (GET /api/logit_lens?job_id=...) has got; POST /api/cancel stops it."""
+    return jsonify(engine().read_job(check_run_id(job_id, "job_id")))
 
 
 @insights_api.get("/attention_insights")

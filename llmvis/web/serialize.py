@@ -91,6 +91,8 @@ def run_dict(eng, run) -> dict:
         "children": list(run.children),
         **({"score": score_summary(run.result.stats)} if run.kind == "score" else {}),
         "timing": run.timing,
+        "saved": run.saved,            # null without a history; false with save_error when it could not keep the run
+        "save_error": run.save_error,
         "num_prompt_tokens": run.num_prompt,
         "num_tokens": run.num_tokens,
     }
@@ -111,7 +113,7 @@ def candidates(eng, run, position: int, top_n: int) -> list[dict]:
             break
         d = eng.texts.describe(tid)
         out.append({"id": tid, "text": d["text"], "bytes": d["bytes"], "partial": d["partial"],
-                    "special": d["special"], "prob": float(s.top_probs[position, j]),
+                    "special": d["special"], "prob": float_or_none(s.top_probs[position, j]),
                     "sample_prob": float_or_none(s.top_sample[position, j])})
     return out
 

@@ -16,6 +16,7 @@ from llmvis.core.errors import BadRequest, LlmvisError
 from llmvis.keep.library import run_title
 from llmvis.web import serialize
 from llmvis.web.assets import SHARE_DIR, echarts_path
+from llmvis.web.validate import strict_int
 
 MAX_SHARE_LAYERS = 8
 ATTENTION_POOL = 256    # attention matrices larger than this are max-pooled to this many rows/cols
@@ -44,7 +45,7 @@ def parse_layers(raw: str | None, num_layers: int) -> list[int]:
     out = []
     for part in raw.split(","):
         try:
-            layer = int(part.strip(), 10)
+            layer = strict_int(part.strip())
         except ValueError:
             raise BadRequest("layers", f"must be comma-separated integers in [0, {num_layers - 1}], got {raw[:40]!r}") from None
         if not 0 <= layer < num_layers:

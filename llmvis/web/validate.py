@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import math
+import re
 
 from llmvis.core.errors import BadRequest
 from llmvis.engine.decode import GenerationParams
 
 ROLES = ("system", "user", "assistant")
+ASCII_INT = re.compile(r"-?[0-9]{1,18}")  # int() would also take "+1", " 1", "1_0" and fullwidth digits
+
+
+def strict_int(raw: str) -> int:
+    """ASCII digits with an optional leading minus; ValueError otherwise."""
+    if not ASCII_INT.fullmatch(raw):
+        raise ValueError(raw)
+    return int(raw)
 
 
 def _number(body: dict, name: str, default, *, integer: bool):
@@ -128,7 +137,7 @@ def query_int(args, name: str, *, default=None, lo: int | None = None, hi: int |
             raise BadRequest(name, "is required")
         return default
     try:
-        value = int(raw, 10)
+        value = strict_int(raw)
     except ValueError:
         raise BadRequest(name, f"must be an integer, got {raw[:40]!r}") from None
     if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -154,7 +163,7 @@ def parse_head(raw: str | None, num_heads: int):
     if raw == "max":
         return "max"
     try:
-        head = int(raw, 10)
+        head = strict_int(raw)
     except ValueError:
         raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {raw[:40]!r}") from None
     if not 0 <= head < num_heads:

@@ -47,6 +47,12 @@ def view(client, path, query, run_id):
     return resp.get_json()
 
 
+def same_view(a: dict, b: dict) -> bool:
+    """Two answers about the same run under different ids (an import always gets a fresh one)."""
+    drop = {"run_id", "saved", "save_error"}
+    return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
 def assert_same_run(a, b):
     """Two Run objects hold identical data (ids, stats, hidden states, metadata)."""
     assert a.ids == b.ids and a.segments == b.segments and a.num_prompt == b.num_prompt
@@ -92,12 +98,13 @@ def test_export_import_round_trip_is_identical(default_lm, first):
     imported = client2.post("/api/import", data=bundle, content_type="application/octet-stream")
     assert imported.status_code == 200, imported.get_json()
     body = imported.get_json()
-    assert body["run_id"] == run["run_id"] and body["imported"] is True
-    assert_same_run(eng1.get_run(run["run_id"]), eng2.get_run(run["run_id"]))
+    new_id = body["run_id"]
+    assert new_id != run["run_id"] and body["imported"] is True  # the id inside a bundle is never kept
+    assert_same_run(eng1.get_run(run["run_id"]), eng2.get_run(new_id))
     for path, query in VIEWS:
-        assert view(client2, path, query, run["run_id"]) == view(client1, path, query, run["run_id"]), path
+        assert same_view(view(client2, path, query, new_id), view(client1, path, query, run["run_id"])), path
     # exporting the imported run again gives the same tensors and metadata (but the save time)
-    again = client2.get(f"/api/runs/{run['run_id']}/export").data
+    again = client2.get(f"/api/runs/{new_id}/export").data
     from safetensors.torch import load
 
     a, b = load(bundle), load(again)
@@ -106,17 +113,18 @@ def test_export_import_round_trip_is_identical(default_lm, first):
         assert a[k].dtype == b[k].dtype and torch.equal(a[k].view(torch.uint8), b[k].view(torch.uint8)), k
 
 
-def test_import_by_multipart_and_twice_gives_the_same_run(default_lm, first):
+def test_import_by_multipart_twice_gives_two_runs_with_the_same_content(default_lm, first):
     _, client1, run = first
     bundle = client1.get(f"/api/runs/{run['run_id']}/export").data
-    _, client2 = make_client(default_lm)
-    ids = set()
+    eng2, client2 = make_client(default_lm)
+    ids = []
     for _ in range(2):
         resp = client2.post("/api/import", data={"file": (io.BytesIO(bundle), "run.llmvis")},
                             content_type="multipart/form-data")
         assert resp.status_code == 200, resp.get_json()
-        ids.add(resp.get_json()["run_id"])
-    assert ids == {run["run_id"]}
+        ids.append(resp.get_json()["run_id"])
+    assert len(set(ids) | {run["run_id"]}) == 3  # a fresh id each time, never the bundle's
+    assert_same_run(eng2.get_run(ids[0]), eng2.get_run(ids[1]))
 
 
 def _rewrite(bundle: bytes, change) -> bytes:
@@ -165,13 +173,15 @@ def test_bundle_without_final_residual_still_loads(default_lm, first):
     _, client1, run = first
     old = _rewrite(client1.get(f"/api/runs/{run['run_id']}/export").data, lambda m, t: t.pop("final_residual"))
     eng, client = make_client(default_lm)
-    assert client.post("/api/import", data=old, content_type="application/octet-stream").status_code == 200
-    assert eng.get_run(run["run_id"]).result.final_residual is None
+    resp = client.post("/api/import", data=old, content_type="application/octet-stream")
+    assert resp.status_code == 200
+    rid = resp.get_json()["run_id"]
+    assert eng.get_run(rid).result.final_residual is None
     new = view(client1, "/api/hidden_similarity", {}, run["run_id"])
-    fallback = view(client, "/api/hidden_similarity", {}, run["run_id"])
+    fallback = view(client, "/api/hidden_similarity", {}, rid)
     assert fallback["per_layer"][:29] == pytest.approx(new["per_layer"][:29], abs=1e-6)
     assert fallback["per_layer"][29] < new["per_layer"][29] - 0.2  # the final norm's artefact
-    assert view(client, "/api/attention", {"layer": "3"}, run["run_id"]) == view(client1, "/api/attention", {"layer": "3"}, run["run_id"])
+    assert view(client, "/api/attention", {"layer": "3"}, rid) == view(client1, "/api/attention", {"layer": "3"}, run["run_id"])
 
 
 def test_rename_and_delete(default_lm, tmp_path, assert_error):
@@ -184,7 +194,8 @@ def test_rename_and_delete(default_lm, tmp_path, assert_error):
     assert_error(client.patch(f"/api/history/{rid}", json={"title": ""}), 400, "title")
     assert_error(client.patch(f"/api/history/{rid}", json={"title": 5}), 400, "title")
     assert_error(client.patch(f"/api/history/{rid}", json={"title": "x" * 201}), 400, "title")
-    assert_error(client.patch(f"/api/history/{rid}", data="nope"), 400, "body")
+    assert_error(client.patch(f"/api/history/{rid}", data="nope"), 415, "Content-Type")
+    assert_error(client.patch(f"/api/history/{rid}", data="nope", content_type="application/json"), 400, "body")
     assert_error(client.patch("/api/history/0123456789abcdef", json={"title": "x"}), 404, "run_id")
     assert_error(client.patch("/api/history/NOT-HEX", json={"title": "x"}), 400, "run_id")
     assert client.delete(f"/api/history/{rid}").get_json() == {"run_id": rid, "deleted": True}

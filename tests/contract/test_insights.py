@@ -228,3 +228,39 @@ def test_head_statistics_of_a_long_run_estimate_the_exact_means(client, ref):
         gen = fwd.attentions[layer][:, r["num_prompt_tokens"]:]
         user = torch.tensor([t["segment"] == "user" for t in r["tokens"]])
         assert seg["attention_share"]["user"][layer] == pytest.approx(float(gen[:, :, user].sum(-1).mean()), abs=3e-5)
+
+
+def test_a_named_lens_range_is_a_job_to_follow_and_cancel(make_server, assert_error):
+    """GET /api/logit_lens?job_id=... registers the range as a job: /api/jobs/<id> reports done of
+    total positions, POST /api/cancel stops it before its next step (409), what was done is kept."""
+    import threading
+    import time
+
+    eng, client = make_server()
+    r = ok(client.post("/api/generate", json={"prompt": "Count to five.", "temperature": 0, "max_new_tokens": 8}))
+    n = r["num_tokens"]
+    finished = get(client, "/api/logit_lens", run_id=r["run_id"], start=0, end=4, job_id="00aa00aa00aa00aa")
+    assert finished["end"] == 4
+    assert get(client, "/api/jobs/00aa00aa00aa00aa") == {"job_id": "00aa00aa00aa00aa", "kind": "logit_lens",
+                                                         "run_id": r["run_id"], "done": 4, "total": 4, "status": "done"}
+    assert ok(client.post("/api/cancel", json={"run_id": "00aa00aa00aa00aa"})) == {
+        "run_id": "00aa00aa00aa00aa", "cancelled": False, "status": "done"}
+    answer = {}
+    with eng.lm.lock:  # the model is busy: the job is registered and waits for its first step
+        worker = threading.Thread(target=lambda: answer.update(resp=client.get(
+            "/api/logit_lens", query_string={"run_id": r["run_id"], "start": "4", "end": str(n), "job_id": "11bb11bb11bb11bb"})))
+        worker.start()
+        deadline = time.monotonic() + 30
+        while client.get("/api/jobs/11bb11bb11bb11bb").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        progress = get(client, "/api/jobs/11bb11bb11bb11bb")
+        assert (progress["done"], progress["total"], progress["status"]) == (0, n - 4, "running")
+        assert ok(client.post("/api/cancel", json={"run_id": "11bb11bb11bb11bb"}))["cancelled"] is True
+    worker.join(30)
+    assert_error(answer["resp"], 409, "cancelled")
+    assert get(client, "/api/jobs/11bb11bb11bb11bb")["status"] == "cancelled"
+    assert int(eng.get_run(r["run_id"]).view_cache["lens"].done.sum()) == 4  # the first job's positions stay
+    assert_error(client.get("/api/jobs/22cc22cc22cc22cc"), 404, "job_id")
+    assert_error(client.get("/api/jobs/zz"), 400, "job_id")
+    assert_error(client.get("/api/logit_lens", query_string={"run_id": r["run_id"], "job_id": "NOPE"}), 400, "job_id")

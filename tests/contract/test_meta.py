@@ -18,6 +18,7 @@ COVERED = {
     ("/api/hidden_similarity", "get"): "test_views", ("/api/embedding_projection", "get"): "test_views",
     ("/api/logit_lens", "get"): "test_insights", ("/api/attention_insights", "get"): "test_insights",
     ("/api/attention_row", "get"): "test_insights", ("/api/segments", "get"): "test_insights",
+    ("/api/jobs/{job_id}", "get"): "test_insights",
     ("/api/history", "get"): "test_history", ("/api/history/{run_id}", "patch"): "test_history",
     ("/api/history/{run_id}", "delete"): "test_history", ("/api/runs/{run_id}/export", "get"): "test_history",
     ("/api/runs/{run_id}/share", "get"): "test_history", ("/api/import", "post"): "test_history",

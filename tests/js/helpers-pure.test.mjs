@@ -82,6 +82,11 @@ test('runSummaryText: generated tokens, speed, finish reason; or a scored text\'
   assert.equal(runSummaryText({ ...run, timing: null }, t), t('run.summary', { n: 2, tps: '—', reason: 'run.reason.length' }));
   assert.equal(runSummaryText(SCORE, t), t('run.summaryScore', { n: 1, ppl: '12.50' }));
   assert.equal(runSummaryText(null, t), '');
+  // a run the history could not keep says so, with the server's reason
+  const unsaved = { ...run, saved: false, save_error: 'history: cannot write x.llmvis: Read-only file system' };
+  assert.equal(runSummaryText(unsaved, t), `${t('run.summary', { n: 2, tps: '12.3', reason: 'run.reason.length' })} · ${
+    t('run.notSaved', { reason: 'history: cannot write x.llmvis: Read-only file system' })}`);
+  assert.equal(runSummaryText({ ...run, saved: true }, t), runSummaryText(run, t));
 });
 
 test('defaultDiffPair: a fork against its parent, else against the newest other run', () => {

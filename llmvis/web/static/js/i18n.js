@@ -154,6 +154,7 @@ const STRINGS = {
     'projection.offScaleNote': '{k} outlier(s) drawn at the edge: {list}',
 
     'run.summary': '{n} tokens · {tps} tok/s · {reason}',
+    'run.notSaved': 'not saved to the history: {reason}',
     'run.reason.eos': 'stopped at EOS',
     'run.reason.length': 'hit max tokens',
 
@@ -451,6 +452,7 @@ const STRINGS = {
     'projection.offScaleNote': '{k} 个离群点画在边缘：{list}',
 
     'run.summary': '{n} 个 token · {tps} token/秒 · {reason}',
+    'run.notSaved': '未保存到历史记录：{reason}',
     'run.reason.eos': '遇到结束符',
     'run.reason.length': '达到最大长度',
 

@@ -27,8 +27,10 @@ export function fmtPerplexity(p) {
  */
 export function runSummaryText(run, t) {
   if (!run) return '';
+  // the history could not keep the run (read-only or full data folder): say so, with the reason
+  const unsaved = run.saved === false ? ` · ${t('run.notSaved', { reason: run.save_error || '' })}` : '';
   if (run.kind === 'score' && run.score) {
-    return t('run.summaryScore', { n: run.score.num_scored, ppl: fmtPerplexity(run.score.perplexity) });
+    return t('run.summaryScore', { n: run.score.num_scored, ppl: fmtPerplexity(run.score.perplexity) }) + unsaved;
   }
   const nGen = run.tokens.filter((x) => x.source === 'generated').length;
   const tps = run.timing?.tokens_per_s;
@@ -36,7 +38,7 @@ export function runSummaryText(run, t) {
     n: nGen,
     tps: Number.isFinite(tps) ? tps.toFixed(1) : '—',
     reason: t(`run.reason.${run.finish_reason}`),
-  });
+  }) + unsaved;
 }
 
 /** Fill `root` with the score of `run` (a kind "score" run), or empty it for other runs. */
