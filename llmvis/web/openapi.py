@@ -108,6 +108,12 @@ PATHS = {
                 "max_new_tokens": {"type": "integer"}, "seed": {"type": "integer"}}}}}},
         "responses": _resp(RUN, 400, 404, 409, 500, 503),
     }},
+    "/api/fork/stream": {"post": {
+        "summary": "A fork (the body of /api/fork) streamed as Server-Sent Events: start, prompt, token..., done | error",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["run_id", "position", "token_id"]}}}},
+        "responses": _resp({"type": "string"}, 400, 404, 409, 413, 503, ok_type="text/event-stream"),
+    }},
     "/api/score": {"post": {
         "summary": "Score text without generating: per-token prob/rank, perplexity, GLTR buckets",
         "requestBody": {"required": True, "content": {"application/json": {"schema": {

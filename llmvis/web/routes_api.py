@@ -61,7 +61,18 @@ def generate_stream():
     Closing the connection cancels the generation before its next step.
     """
     eng = engine()
-    job = eng.prepare(*parse_generate_body(eng))  # bad input still answers a JSON 4xx
+    return stream_job(eng, eng.prepare(*parse_generate_body(eng)))  # bad input still answers a JSON 4xx
+
+
+@api.post("/fork/stream")
+def fork_stream():
+    """A fork (as POST /api/fork) streamed as Server-Sent Events, like /api/generate/stream."""
+    eng = engine()
+    return stream_job(eng, prepare_fork_from_body(eng, json_body()))
+
+
+def stream_job(eng, job):
+    """Run an admitted job in a worker thread and stream its events; a disconnect cancels it."""
     events: queue.Queue = queue.Queue()
 
     def work():
@@ -102,7 +113,12 @@ def generate_stream():
 def fork():
     """Regenerate from `position` of run `run_id` with `token_id` forced there (a new, linked run)."""
     eng = engine()
-    body = json_body()
+    run = eng.execute(prepare_fork_from_body(eng, json_body()))
+    return jsonify(serialize.run_dict(eng, run))
+
+
+def prepare_fork_from_body(eng, body: dict):
+    """The fork job a body asks for: the parent's sampling settings, overridden by the body's."""
     parent = eng.get_run(parse_run_id(body))
     position = parse_int_field(body, "position")
     token_id = parse_int_field(body, "token_id")
@@ -111,8 +127,7 @@ def fork():
         merged.pop("max_new_tokens", None)
     merged.update({k: body[k] for k in (*SAMPLING_FIELDS, "seed") if k in body})
     params = parse_sampling(merged, eng.config.max_new_tokens)
-    run = eng.execute(eng.prepare_fork(parent, position, token_id, params))
-    return jsonify(serialize.run_dict(eng, run))
+    return eng.prepare_fork(parent, position, token_id, params)
 
 
 @api.post("/score")

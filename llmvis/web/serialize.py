@@ -89,6 +89,7 @@ def run_dict(eng, run) -> dict:
         "parent_id": run.links.get("parent_id"),
         "fork_position": run.links.get("fork_position"),
         "children": list(run.children),
+        "created": run.created,        # unix seconds: orders runs and branches stably
         **({"score": score_summary(run.result.stats)} if run.kind == "score" else {}),
         "timing": run.timing,
         "saved": run.saved,            # null without a history; false with save_error when it could not keep the run
@@ -99,8 +100,11 @@ def run_dict(eng, run) -> dict:
 
 
 def stream_start(eng, job) -> dict:
-    return {"run_id": job.id, "model": eng.model_info(), "params": job.params.as_dict(),
-            "num_prompt_tokens": len(job.prompt.ids)}
+    out = {"run_id": job.id, "model": eng.model_info(), "params": job.params.as_dict(),
+           "num_prompt_tokens": len(job.prompt.ids), "kind": job.kind}
+    if job.kind == "fork":
+        out |= {"parent_id": job.parent.id, "fork_position": job.fork_position}
+    return out
 
 
 def candidates(eng, run, position: int, top_n: int) -> list[dict]:

@@ -13,6 +13,7 @@ COVERED = {
     ("/api/generate", "post"): "test_generate", ("/api/run", "get"): "test_generate",
     ("/api/estimate", "post"): "test_estimate", ("/api/generate/stream", "post"): "test_streaming",
     ("/api/cancel", "post"): "test_streaming", ("/api/fork", "post"): "test_fork_diff_score",
+    ("/api/fork/stream", "post"): "test_streaming",
     ("/api/diff", "get"): "test_fork_diff_score", ("/api/score", "post"): "test_fork_diff_score",
     ("/api/token_probs", "get"): "test_views", ("/api/attention", "get"): "test_views",
     ("/api/hidden_similarity", "get"): "test_views", ("/api/embedding_projection", "get"): "test_views",

@@ -191,3 +191,40 @@ def test_full_queue_answers_503_with_retry_after(make_server, tiny_lm, assert_er
     assert results == [200]
     wait_idle(eng)
     assert client.post("/api/generate", json=BODY | {"max_new_tokens": 1}).status_code == 200
+
+
+def test_a_fork_streams_like_a_generation_and_can_be_stopped(fresh, assert_error):
+    eng, client = fresh
+    parent = ok(client.post("/api/generate", json=BODY | {"max_new_tokens": 6}))
+    p = parent["num_prompt_tokens"]
+    body = {"run_id": parent["run_id"], "position": p + 2, "token_id": 7, "max_new_tokens": 5, "temperature": 0}
+    events = list(read_events(client.post("/api/fork/stream", json=body, buffered=False)))
+    kinds = [k for k, _ in events]
+    assert kinds == ["start", "prompt"] + ["token"] * 5 + ["done"]
+    start, done = events[0][1], events[-1][1]
+    assert start["kind"] == "fork" and start["parent_id"] == parent["run_id"] and start["fork_position"] == p + 2
+    assert start["params"]["max_new_tokens"] == 5  # the body's settings, not the parent's
+    streamed = [d for k, d in events if k == "token"]
+    assert streamed[0]["position"] == p + 2 and streamed[0]["id"] == 7  # the forced token comes first
+    assert done["kind"] == "fork" and done["parent_id"] == parent["run_id"]
+    assert [t["id"] for t in done["tokens"][: p + 2]] == [t["id"] for t in parent["tokens"][: p + 2]]
+    plain = ok(client.post("/api/fork", json=body))
+    assert [t["id"] for t in plain["tokens"]] == [t["id"] for t in done["tokens"]]
+    assert done["run_id"] in get(client, "/api/run", run_id=parent["run_id"])["children"]
+    # stopped mid-way: a gate holds the second step, the client cancels, the fork ends "cancelled"
+    gate = Gate(2)
+    eng.fault_hook = gate
+    try:
+        resp = client.post("/api/fork/stream", json=body | {"max_new_tokens": 20}, buffered=False)
+        frames = read_events(resp)
+        run_id = next(frames)[1]["run_id"]
+        assert gate.reached.wait(20)
+        assert ok(client.post("/api/cancel", json={"run_id": run_id}))["cancelled"] is True
+        gate.release.set()
+        last = list(frames)[-1]
+        assert last[0] == "done" and last[1]["finish_reason"] == "cancelled"
+    finally:
+        eng.fault_hook = None
+    wait_idle(eng)
+    assert_error(client.post("/api/fork/stream", json=body | {"position": 0}), 400, "position")
+    assert_error(client.post("/api/fork/stream", data="x", content_type="text/plain"), 415, "Content-Type")
