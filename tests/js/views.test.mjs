@@ -75,7 +75,10 @@ test('buildAttentionOption: cells, square grid, selected row and caption', () =>
   assert.deepEqual(built.option.grid, { left: 96, top: 39, width: 426, height: 426 });
   assert.equal(built.option.visualMap.min, 0);
   assert.equal(built.option.visualMap.max, 1);
-  assert.deepEqual(built.option.xAxis.data, ['a', 'b', 'c']);
+  // the selected row's label is highlighted by its own category item, on both axes
+  assert.deepEqual(built.option.xAxis.data.map((d) => d.value ?? d), ['a', 'b', 'c']);
+  assert.equal(built.option.xAxis.data[1].textStyle.color, '#f7768e');
+  assert.equal(built.option.yAxis.data[1].textStyle.color, '#f7768e');
   assert.equal(built.caption, t('attn.caption', { layer: 2, head: 'head.mean', n: 3 }));
 });
 

@@ -29,8 +29,10 @@ export const PALETTE = Object.freeze({
   generated: '#e0af68',
 });
 
-export const FONT = '"Inter", "IBM Plex Sans", system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", "WenQuanYi Micro Hei", sans-serif';
-export const MONO = '"JetBrains Mono", "IBM Plex Mono", ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", "WenQuanYi Micro Hei Mono", monospace';
+// Font lists use single quotes: ECharts writes them into SVG style="…" attributes unescaped,
+// where a double quote would end the attribute (an invalid SVG file).
+export const FONT = "'Inter', 'IBM Plex Sans', system-ui, -apple-system, 'Segoe UI', Roboto, 'Noto Sans', 'Noto Sans CJK SC', 'PingFang SC', 'Microsoft YaHei', 'WenQuanYi Micro Hei', sans-serif";
+export const MONO = "'JetBrains Mono', 'IBM Plex Mono', ui-monospace, 'SFMono-Regular', Menlo, Consolas, 'DejaVu Sans Mono', 'WenQuanYi Micro Hei Mono', monospace";
 
 const THEME_NAME = 'llmvis-dark';
 
@@ -152,4 +154,28 @@ export function escapeHtml(s) {
 /** Label interval so that at most `maxLabels` category labels are drawn. Pure. */
 export function labelInterval(n, maxLabels) {
   return n <= maxLabels ? 0 : Math.ceil(n / maxLabels) - 1;
+}
+
+/**
+ * Which category labels to draw: at most about `maxLabels` of `n`, every step-th one, but always
+ * the selected index `sel` (when given), with its close neighbours hidden so that it never
+ * overlaps them. Returns a function of the category index. Pure.
+ */
+export function labelPicker(n, maxLabels, sel = null) {
+  const step = labelInterval(n, maxLabels) + 1;
+  const hasSel = sel != null && sel >= 0 && sel < n;
+  return (idx) => {
+    if (hasSel && idx === sel) return true;
+    if (step <= 1) return true;
+    return idx % step === 0 && (!hasSel || Math.abs(idx - sel) >= step);
+  };
+}
+
+/**
+ * Category-axis data with the selected category styled as highlighted. ECharts passes a
+ * colour callback the index among the *drawn* labels, not the category index, so a callback
+ * highlights the wrong label once labels are thinned; a per-item textStyle cannot. Pure.
+ */
+export function highlightCategory(labels, sel, style = { color: PALETTE.highlight, fontWeight: 'bold' }) {
+  return labels.map((value, i) => (i === sel ? { value, textStyle: style } : value));
 }

@@ -3,7 +3,9 @@
 // smaller than a pixel anyway, and max-pooling keeps the peaks that matter in attention.
 
 import { ATTENTION_MAP } from '../colors.js';
-import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import {
+  FONT, MONO, PALETTE, baseTooltip, escapeHtml, highlightCategory, labelPicker,
+} from '../charts.js';
 import { visibleText } from '../tokens.js';
 
 export const MAX_CELLS = 240;
@@ -89,15 +91,10 @@ export function buildAttentionOption(data, ctx) {
   const gridTop = Math.max(20, Math.round((H - side - 96) / 2));
   const plotH = side;
   const plotW = side;
-  // Thin the labels, but always show the selected row's label (and hide its close neighbours).
-  const thinned = (step) => (idx) => {
-    if (selRow !== null && idx === selRow) return true;
-    if (step <= 1) return true;
-    return idx % step === 0 && (selRow === null || Math.abs(idx - selRow) >= step);
-  };
-  const yInterval = thinned(labelInterval(size, Math.floor(plotH / 13)) + 1);
-  const xInterval = thinned(labelInterval(size, Math.floor(plotW / 13)) + 1);
-  const labelColour = (_, idx) => (idx === selRow ? PALETTE.highlight : PALETTE.muted);
+  // Thin the labels, but always show (and highlight) the selected row's label.
+  const yInterval = labelPicker(size, Math.floor(plotH / 13), selRow);
+  const xInterval = labelPicker(size, Math.floor(plotW / 13), selRow);
+  const axisData = highlightCategory(labels, selRow);
 
   const series = [{
     id: 'attention',
@@ -147,18 +144,18 @@ export function buildAttentionOption(data, ctx) {
     }),
     xAxis: {
       type: 'category',
-      data: labels,
+      data: axisData,
       name: t('attn.xName'),
       nameLocation: 'middle',
       nameGap: 72,
       splitArea: { show: false },
       axisTick: { show: false },
       axisLine: { show: false },
-      axisLabel: { interval: xInterval, rotate: 90, fontFamily: MONO, fontSize: 10, color: labelColour, hideOverlap: true },
+      axisLabel: { interval: xInterval, rotate: 90, fontFamily: MONO, fontSize: 10, color: PALETTE.muted },
     },
     yAxis: {
       type: 'category',
-      data: labels,
+      data: axisData,
       inverse: true,
       name: t('attn.yName'),
       nameLocation: 'middle',
@@ -166,7 +163,7 @@ export function buildAttentionOption(data, ctx) {
       nameRotate: 90,
       axisTick: { show: false },
       axisLine: { show: false },
-      axisLabel: { interval: yInterval, fontFamily: MONO, fontSize: 10, color: labelColour, width: 80, overflow: 'truncate' },
+      axisLabel: { interval: yInterval, fontFamily: MONO, fontSize: 10, color: PALETTE.muted, width: 80, overflow: 'truncate' },
     },
     visualMap: {
       type: 'continuous',

@@ -6,7 +6,9 @@
 //    and the mean attention entropy of each segment's query rows.
 
 import { ATTENTION_MAP, INFERNO, VIRIDIS } from '../colors.js';
-import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import {
+  FONT, MONO, PALETTE, baseTooltip, escapeHtml, highlightCategory, labelInterval, labelPicker,
+} from '../charts.js';
 import { visibleText } from '../tokens.js';
 
 export const HEAD_METRICS = Object.freeze(['entropy', 'entropy_norm', 'sink', 'prev']);
@@ -223,15 +225,15 @@ export function buildRowOption(data, ctx) {
     }),
     xAxis: {
       type: 'category',
-      data: short,
+      data: highlightCategory(short, data.position),
       name: t('heads.rowX'),
       nameLocation: 'middle',
       nameGap: 74,
       axisTick: { show: false },
       axisLine: { show: false },
       axisLabel: {
-        fontFamily: MONO, fontSize: 10, rotate: 90, interval: labelInterval(k, Math.floor(plotW / 13)),
-        color: (_, idx) => (idx === data.position ? PALETTE.highlight : PALETTE.muted),
+        fontFamily: MONO, fontSize: 10, rotate: 90, interval: labelPicker(k, Math.floor(plotW / 13), data.position),
+        color: PALETTE.muted,
       },
     },
     yAxis: layerAxis(L, plotH, t),

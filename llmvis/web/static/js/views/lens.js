@@ -5,7 +5,9 @@
 // which the next token becomes top-1; a side chart shows each layer's mean entropy.
 
 import { MAGMA, VIRIDIS } from '../colors.js';
-import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import {
+  FONT, MONO, PALETTE, baseTooltip, escapeHtml, highlightCategory, labelInterval, labelPicker,
+} from '../charts.js';
 import { visibleText } from '../tokens.js';
 
 export const LENS_METRICS = Object.freeze(['prob', 'rank', 'entropy']);
@@ -102,7 +104,7 @@ export function buildLensOption(data, ctx) {
       : { min: 0, max: Math.max(1e-6, vmax), inRange: { color: colours }, text: [`${vmax.toFixed(1)} nats`, '0'] };
 
   const selCol = ctx.selected != null && ctx.selected >= start && ctx.selected < end ? ctx.selected - start : null;
-  const interval = labelInterval(cols, Math.floor(plotW / 13));
+  const interval = labelPicker(cols, Math.floor(plotW / 13), selCol);
   const series = [
     {
       id: 'lens',
@@ -209,7 +211,7 @@ export function buildLensOption(data, ctx) {
       {
         type: 'category',
         gridIndex: 0,
-        data: Array.from({ length: cols }, (_, i) => short[i + start]),
+        data: highlightCategory(Array.from({ length: cols }, (_, i) => short[i + start]), selCol),
         axisTick: { show: false },
         axisLine: { show: false },
         name: t('lens.xName'),
@@ -220,7 +222,7 @@ export function buildLensOption(data, ctx) {
           fontSize: 10,
           rotate: 90,
           interval,
-          color: (_, idx) => (idx === selCol ? PALETTE.highlight : PALETTE.muted),
+          color: PALETTE.muted,
         },
       },
       {

@@ -2,7 +2,9 @@
 // (bottom grid, layer × token heatmap). Low values mark the layers that rewrite the state.
 
 import { SIMILARITY_MAP } from '../colors.js';
-import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import {
+  FONT, MONO, PALETTE, baseTooltip, escapeHtml, highlightCategory, labelInterval, labelPicker,
+} from '../charts.js';
 import { visibleText } from '../tokens.js';
 
 export const MAX_COLS = 400;
@@ -152,15 +154,15 @@ export function buildSimilarityOption(data, ctx) {
       {
         type: 'category',
         gridIndex: 1,
-        data: tokenLabels,
+        data: highlightCategory(tokenLabels, selCol),
         axisTick: { show: false },
         axisLine: { show: false },
         axisLabel: {
           fontFamily: MONO,
           fontSize: 10,
           rotate: 90,
-          interval: labelInterval(cols, Math.floor((W - 150) / 13)),
-          color: (_, idx) => (idx === selCol ? PALETTE.highlight : PALETTE.muted),
+          interval: labelPicker(cols, Math.floor((W - 150) / 13), selCol),
+          color: PALETTE.muted,
         },
       },
     ],
