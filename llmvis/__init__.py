@@ -9,7 +9,7 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["trace", "load", "Trace", "__version__"]
+__all__ = ["trace", "score", "load", "Trace", "__version__"]
 
 
 def trace(prompt=None, model="default", **options):
@@ -17,6 +17,13 @@ def trace(prompt=None, model="default", **options):
     from llmvis import pyapi  # lazy: `import llmvis` and `llmvis.trace` must not load torch
 
     return pyapi.trace(prompt, model, **options)
+
+
+def score(text, model="default", **options):
+    """Score existing text (no generation) as a Trace; see llmvis.pyapi.score."""
+    from llmvis import pyapi  # lazy, as above
+
+    return pyapi.score(text, model, **options)
 
 
 def load(path, model=None, device="auto", dtype="auto"):

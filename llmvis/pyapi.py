@@ -15,8 +15,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from llmvis.core.config import ModelConfig, ServerConfig
 from llmvis.core.errors import BadRequest, LlmvisError
+from llmvis.core.lens import LENS_TOP_K
 from llmvis.engine.engine import Engine
 from llmvis.keep.bundle import bundle_header, read_bundle
 from llmvis.keep.history import atomic_write
@@ -91,8 +94,30 @@ class Trace:
 
     # ---- views -------------------------------------------------------------------
     def attention(self, layer: int, head: int | str = "mean"):
-        """(T, T) numpy array: attention of `layer` for one query head, or `mean` / `max` over heads."""
+        """Attention of `layer` as a numpy array: (T, T) for one query head or the `mean` / `max`
+        over heads; (H, T, T) float32 for head="all", every query head computed in one pass."""
+        if head == "all":
+            return self.engine.attention_heads(self.run, int(layer), out_dtype=torch.float32).numpy()
         return self.engine.attention(self.run, int(layer), head).float().numpy()
+
+    def attention_all(self):
+        """Yield (layer, (H, T, T) array) for every layer, one layer at a time (nothing is cached,
+        so a loop over a long run holds one layer's attention, not all of them)."""
+        for layer in range(self.engine.lm.num_layers):
+            yield layer, self.attention(layer, "all")
+
+    def logit_lens(self, start: int = 0, end: int | None = None, top_k: int = 5) -> dict:
+        """The logit lens of positions [start, end), as GET /api/logit_lens returns it."""
+        end = self.run.num_tokens if end is None else int(end)
+        if not 1 <= int(top_k) <= LENS_TOP_K:
+            raise BadRequest("top_k", f"must be in [1, {LENS_TOP_K}], got {top_k}")
+        lens, took = self.engine.logit_lens(self.run, int(start), end)
+        return serialize.logit_lens(self.engine, self.run, lens, int(start), end, int(top_k), took)
+
+    def head_stats(self) -> dict:
+        """Per layer and query head attention statistics, as GET /api/attention_insights returns them."""
+        stats, took = self.engine.head_stats(self.run)
+        return serialize.head_insights(self.engine, self.run, stats, took)
 
     def token_probs(self, position: int, top_n: int = 10) -> dict:
         """What the model considered at `position`: entropy, cut_mass and the top_n candidates."""
@@ -151,6 +176,16 @@ def trace(prompt: str | None = None, model: str = "default", *, messages: list[d
     step = None if on_token is None else lambda pos, tid, stats: on_token(serialize.step_token(eng, pos, tid, stats))
     run = eng.execute(eng.prepare(msgs, params, template), on_token=step)
     return Trace(eng, run)
+
+
+def score(text: str, model: str = "default", *, system: str | None = None, use_chat_template: bool = False,
+          device: str = "auto", dtype: str = "auto") -> Trace:
+    """Score existing text, as POST /api/score does: teacher-forced statistics of every token, no
+    generation. `run.to_dict()["score"]` holds perplexity and GLTR buckets."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("text", "is required and must be a non-empty string")
+    eng = engine_for(model, device, dtype)
+    return Trace(eng, eng.execute(eng.prepare_score(text, bool(use_chat_template), system)))
 
 
 def read_bundle_file(path) -> bytes:

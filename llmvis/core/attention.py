@@ -16,16 +16,22 @@ def _causal_softmax_chunks(query, key, scaling, softcap, sliding_window, chunk):
     = softmax(q k^T * scaling) over keys [lo, stop) with the causal / sliding-window mask.
 
     query: (Hq, T, d); key: (Hkv, T, d), Hq a multiple of Hkv (GQA: each key head serves a group).
-    Keys after `stop` are never computed: they are all masked for these rows.
+    Keys after `stop` are never computed: they are all masked for these rows. Each KV head's keys
+    are multiplied once with all the query heads of its group (one batched matmul per chunk, no
+    repeated copy of the keys).
     """
-    hq, t, _ = query.shape
-    groups = hq // key.shape[0]
-    k = (key.repeat_interleave(groups, dim=0) if groups > 1 else key).float()  # (Hq, T, d)
+    hq, t, d = query.shape
+    hkv = key.shape[0]
+    groups = hq // hkv
+    k = key.float()  # (Hkv, T, d)
     cols = torch.arange(t, device=query.device)
     for start in range(0, t, chunk):
         stop = min(t, start + chunk)
+        c = stop - start
         lo = max(0, start - sliding_window + 1) if sliding_window else 0  # first key any row here can see
-        scores = torch.matmul(query[:, start:stop].float(), k[:, lo:stop].transpose(1, 2)) * scaling  # (Hq, c, stop-lo)
+        q = query[:, start:stop].float().reshape(hkv, groups * c, d)  # (Hkv, G*c, d): heads of a group stacked
+        scores = torch.matmul(q, k[:, lo:stop].transpose(1, 2))  # (Hkv, G*c, stop-lo)
+        scores = scores.view(hq, c, stop - lo) * scaling  # (Hq, c, stop-lo)
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
         rows = torch.arange(start, stop, device=query.device).unsqueeze(1)  # (c, 1)

@@ -28,6 +28,7 @@ from llmvis.engine.jobs import Admission, FailedRun, Job, JobQueue, ReadJob, inh
 from llmvis.engine.run import RUN_TOKEN_BYTES, Run, new_run_id
 from llmvis.engine.store import RunStore, release_freed_memory
 from llmvis.engine.views import attention_row_all_layers, attention_stats, diff_runs, logit_lens
+from llmvis.model.capture import layer_attention
 from llmvis.model.introspect import eos_ids
 from llmvis.model.loading import LoadedModel
 
@@ -318,6 +319,14 @@ class Engine:
         self.store.resize(run)
         return matrix
 
+    def attention_heads(self, run: Run, layer: int, out_dtype=torch.float16) -> torch.Tensor:
+        """(Hq, T, T) attention of every query head of `layer`, in one chunked pass (each KV head's
+        keys meet its whole query group in one matmul). Not cached: a notebook loop over layers
+        (`Trace.attention_all`) holds one layer at a time."""
+        self._check_layer(layer, self.lm.num_layers - 1)
+        with self.reads.slot(), self.lm.lock:
+            return layer_attention(self.lm.model, run.hidden[layer], layer, out_dtype=out_dtype)
+
     def attention_view(self, run: Run, layer: int, head, window=None, pool: int | None = None,
                        pool_mode: str = "max") -> dict:
         """A window of the attention matrix (full resolution) or a pooled overview.
@@ -331,11 +340,17 @@ class Engine:
             if not 0 <= lo < hi <= n:
                 name = end_name if 0 <= lo < n else start_name  # the bound that is wrong
                 raise BadRequest(name, f"window must satisfy 0 <= {start_name} < {end_name} <= {n}, got [{lo}, {hi})")
-        full = self.attention(run, layer, head)  # (T, T)
-        sub = full[q0:q1, k0:k1]  # (q, k)
         block = 1
         if pool is not None:
             block = max(1, -(-max(q1 - q0, k1 - k0) // pool))
+        if head == "all":
+            full = self.attention_heads(run, layer)  # (Hq, T, T) float16
+            sub = full[:, q0:q1, k0:k1]  # (Hq, q, k)
+            matrix = torch.stack([pool_matrix(h.float(), block, pool_mode) for h in sub]) if block > 1 else sub
+            return {"matrix": matrix, "block": block, "q_start": q0, "k_start": k0, "heads": int(matrix.shape[0]),
+                    "rows": int(matrix.shape[1]), "cols": int(matrix.shape[2])}
+        full = self.attention(run, layer, head)  # (T, T)
+        sub = full[q0:q1, k0:k1]  # (q, k)
         matrix = pool_matrix(sub, block, pool_mode) if block > 1 else sub
         return {"matrix": matrix, "block": block, "q_start": q0, "k_start": k0,
                 "rows": int(matrix.shape[0]), "cols": int(matrix.shape[1])}

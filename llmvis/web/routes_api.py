@@ -189,7 +189,7 @@ def attention():
     run = query_run()
     n = run.num_tokens
     layer = query_int(request.args, "layer", lo=0, hi=eng.lm.num_layers - 1)
-    head = parse_head(request.args.get("head"), eng.lm.num_heads)
+    head = parse_head(request.args.get("head"), eng.lm.num_heads, allow_all=True)
     fmt = query_str(request.args, "format", required=False, default="json", choices=("json", "f16"))
     pool = query_int(request.args, "pool", default=0, lo=0, hi=8192) or None
     if pool is not None and pool < 16:
@@ -206,13 +206,15 @@ def attention():
     if fmt == "json":  # refused before any work: a JSON matrix costs ~13 bytes and a Python float per cell
         q0, q1, k0, k1 = window or (0, n, 0, n)
         block = max(1, -(-max(q1 - q0, k1 - k0) // pool)) if pool else 1
-        cells = -(-max(0, q1 - q0) // block) * -(-max(0, k1 - k0) // block)
+        cells = -(-max(0, q1 - q0) // block) * -(-max(0, k1 - k0) // block) * (eng.lm.num_heads if head == "all" else 1)
         if cells > eng.config.max_json_cells:
             raise PayloadTooLarge(f"format: a {cells:,}-cell matrix is too large as JSON (limit "
                                   f"{eng.config.max_json_cells:,}); ask for format=f16, pool=N or a window")
     view = eng.attention_view(run, layer, head, window, pool, pool_mode)
     meta = {"layer": layer, "head": head, "num_tokens": n, "rows": view["rows"], "cols": view["cols"],
             "block": view["block"], "q_start": view["q_start"], "k_start": view["k_start"]}
+    if head == "all":  # matrix is (heads, rows, cols): f16 rows of head 0, then head 1, ...
+        meta["heads"] = view["heads"]
     if fmt == "f16":
         data = view["matrix"].to(torch.float16).contiguous().numpy().astype("<f2").tobytes()
         resp = current_app.response_class(data, mimetype="application/octet-stream")

@@ -156,12 +156,15 @@ def query_str(args, name: str, *, required: bool = True, choices=None, default=N
     return raw
 
 
-def parse_head(raw: str | None, num_heads: int):
-    """The `head` query parameter: "mean" (the default), "max" or a query-head index."""
+def parse_head(raw: str | None, num_heads: int, allow_all: bool = False):
+    """The `head` query parameter: "mean" (the default), "max", a query-head index, or (where the
+    endpoint takes it) "all"."""
     if raw is None or raw == "" or raw == "mean":
         return "mean"
     if raw == "max":
         return "max"
+    if raw == "all" and allow_all:
+        return "all"
     try:
         head = strict_int(raw)
     except ValueError:

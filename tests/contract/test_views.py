@@ -214,3 +214,54 @@ def test_bad_view_queries_answer_400_naming_the_parameter(client, assert_error, 
         resp = client.get(path, query_string=query)
         assert resp.status_code == 400, (path, query, resp.get_data(as_text=True)[:300])
         assert_error(resp, 400, field)
+
+
+# ---- every head of a layer in one call ------------------------------------------------------------
+@pytest.mark.parametrize("layer", range(LAYERS))
+def test_all_heads_in_one_call_equal_the_models_eager_attention(client, run, layer):
+    r, _, fwd = run
+    n = r["num_tokens"]
+    want = fwd.attentions[layer].numpy()  # (Hq, T, T)
+    resp = client.get("/api/attention", query_string={"run_id": r["run_id"], "layer": layer, "head": "all", "format": "f16"})
+    assert resp.status_code == 200
+    h = resp.headers
+    assert (h["X-Llmvis-Head"], int(h["X-Llmvis-Heads"]), int(h["X-Llmvis-Rows"]), int(h["X-Llmvis-Cols"])) == ("all", HEADS, n, n)
+    got = np.frombuffer(resp.data, dtype="<f2").reshape(HEADS, n, n).astype(np.float64)
+    assert np.allclose(got, want, atol=1e-3)
+    body = get(client, "/api/attention", run_id=r["run_id"], layer=layer, head="all")
+    assert body["heads"] == HEADS and np.allclose(np.array(body["matrix"]), want, atol=1e-3)
+    pooled = get(client, "/api/attention", run_id=r["run_id"], layer=layer, head="all", pool=16)
+    block = pooled["block"]
+    assert np.array(pooled["matrix"]).shape == (HEADS, -(-n // block), -(-n // block))
+    assert np.allclose(np.array(pooled["matrix"])[1], _pool(want[1], block, "max"), atol=1e-3)
+
+
+def test_all_heads_json_counts_every_head_against_the_cap(make_server, assert_error):
+    _, c = make_server(max_json_cells=HEADS * 10 * 10)
+    r = c.post("/api/generate", json={"prompt": "Count to three.", "temperature": 0, "max_new_tokens": 4}).get_json()
+    n = r["num_tokens"]
+    assert n > 10
+    assert_error(c.get("/api/attention", query_string={"run_id": r["run_id"], "layer": 0, "head": "all"}), 413, "format")
+    window = {"q_start": 0, "q_end": 10, "k_start": 0, "k_end": 10}
+    assert c.get("/api/attention", query_string={"run_id": r["run_id"], "layer": 0, "head": "all", **window}).status_code == 200
+    assert c.get("/api/attention", query_string={"run_id": r["run_id"], "layer": 0, "head": "all", "format": "f16"}).status_code == 200
+
+
+def test_the_python_api_gives_every_head_and_the_lens(engine, greedy_run, ref):
+    from llmvis.pyapi import Trace
+
+    ids = [t["id"] for t in greedy_run["tokens"]]
+    fwd = ref.forward(ids)
+    trace = Trace(engine, engine.get_run(greedy_run["run_id"]))
+    layers = list(trace.attention_all())
+    assert [layer for layer, _ in layers] == list(range(LAYERS))
+    for layer, heads in layers:
+        assert heads.shape == (HEADS, len(ids), len(ids)) and heads.dtype == np.float32
+        assert np.allclose(heads, fwd.attentions[layer].numpy(), atol=2e-5)  # float32: exact
+        assert np.allclose(trace.attention(layer, 1), heads[1], atol=1e-6)
+    lens = trace.logit_lens(top_k=3)
+    last = np.array(lens["chosen_prob"][LAYERS][:-1], dtype=np.float64)
+    model = np.array([fwd.probs[i][ids[i + 1]].item() for i in range(len(ids) - 1)])
+    assert np.allclose(last, model, rtol=1e-4, atol=6e-7)  # the last layer is the model's output (6 decimals)
+    stats = trace.head_stats()
+    assert np.array(stats["sink"]).shape == (LAYERS, HEADS)
