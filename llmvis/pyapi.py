@@ -89,8 +89,15 @@ class Trace:
 
     @property
     def hidden_states(self):
-        """(num_layers + 1, num_tokens, hidden_size) tensor; index 0 is the embedding output."""
-        return self.run.hidden
+        """(num_layers + 1, num_tokens, hidden_size) read-only numpy array; index 0 is the embedding
+        output, the last is after the final norm (as transformers gives them). A view of the run's
+        own states (float32/float16 models; bfloat16 is converted to float32, a copy)."""
+        hidden = self.run.hidden.detach().cpu()
+        if hidden.dtype == torch.bfloat16:
+            hidden = hidden.float()
+        view = hidden.numpy()
+        view.flags.writeable = False  # the views are computed from these: they must not change
+        return view
 
     # ---- views -------------------------------------------------------------------
     def attention(self, layer: int, head: int | str = "mean"):
@@ -126,9 +133,23 @@ class Trace:
         return serialize.token_probs(self.engine, self.run, int(position), int(top_n))
 
     def hidden_similarity(self) -> dict:
+        """Cosine similarity of consecutive layers, as GET /api/hidden_similarity returns it."""
         return serialize.similarity(self.engine, self.run, self.engine.similarity(self.run))
 
+    similarity = hidden_similarity
+
+    def attention_row(self, position: int, head: int | str = "mean") -> dict:
+        """Which earlier tokens `position` attends to in every layer, as GET /api/attention_row."""
+        head = head if isinstance(head, str) else int(head)
+        if isinstance(head, str) and head not in ("mean", "max"):
+            raise BadRequest("head", f"must be mean, max or an integer in [0, {self.engine.lm.num_heads - 1}], got {head!r}")
+        if not isinstance(head, str) and not 0 <= head < self.engine.lm.num_heads:
+            raise BadRequest("head", f"must be mean, max or an integer in [0, {self.engine.lm.num_heads - 1}], got {head}")
+        row, took = self.engine.attention_row(self.run, int(position))
+        return serialize.attention_row(self.engine, self.run, row, head, took)
+
     def projection(self, layer: int | None = None) -> dict:
+        """2D PCA of one layer's states (default: the last), as GET /api/embedding_projection."""
         layer = self.engine.lm.num_layers if layer is None else int(layer)
         coords, variance, fit_start = self.engine.projection(self.run, layer)
         return serialize.projection(self.engine, self.run, layer, "pca", coords, variance, fit_start)

@@ -265,3 +265,32 @@ def test_the_python_api_gives_every_head_and_the_lens(engine, greedy_run, ref):
     assert np.allclose(last, model, rtol=1e-4, atol=6e-7)  # the last layer is the model's output (6 decimals)
     stats = trace.head_stats()
     assert np.array(stats["sink"]).shape == (LAYERS, HEADS)
+
+
+def test_the_python_api_answers_what_the_http_api_answers(client, engine, greedy_run):
+    """Trace methods and the HTTP endpoints give the same numbers (one serialiser behind both)."""
+    from llmvis.pyapi import Trace
+
+    rid = greedy_run["run_id"]
+    trace = Trace(engine, engine.get_run(rid))
+    n = greedy_run["num_tokens"]
+    assert trace.to_dict()["tokens"] == get(client, "/api/run", run_id=rid)["tokens"]
+    assert trace.token_probs(3, top_n=7) == get(client, "/api/token_probs", run_id=rid, position=3, top_n=7)
+    assert trace.similarity() == get(client, "/api/hidden_similarity", run_id=rid)
+    assert trace.projection(1) == get(client, "/api/embedding_projection", run_id=rid, layer=1)
+    for head in ("mean", "max", 2):
+        mine = trace.attention_row(n - 1, head=head)
+        theirs = get(client, "/api/attention_row", run_id=rid, position=n - 1, head=head)
+        assert {k: v for k, v in mine.items() if k != "compute_s"} == {k: v for k, v in theirs.items() if k != "compute_s"}
+    lens = get(client, "/api/logit_lens", run_id=rid, start=2, end=6, top_k=4)
+    assert {k: v for k, v in trace.logit_lens(2, 6, 4).items() if k != "compute_s"} == \
+        {k: v for k, v in lens.items() if k != "compute_s"}
+    stats = get(client, "/api/attention_insights", run_id=rid)
+    assert {k: v for k, v in trace.head_stats().items() if k != "compute_s"} == \
+        {k: v for k, v in stats.items() if k != "compute_s"}
+    hidden = trace.hidden_states
+    assert hidden.shape == (LAYERS + 1, n, 64) and not hidden.flags.writeable
+    with pytest.raises(ValueError):
+        hidden[0, 0, 0] = 1.0
+    with pytest.raises(Exception, match="head"):
+        trace.attention_row(2, head="all")
