@@ -26,6 +26,7 @@ from llmvis.keep.history import atomic_write
 from llmvis.keep.library import export_bundle
 from llmvis.model.loading import load_model
 from llmvis.web import serialize
+from llmvis.web.notebook import InlineHTML, inline_view_html, trace_html
 from llmvis.web.share import share_html
 from llmvis.web.validate import parse_bool, parse_messages, parse_sampling
 
@@ -168,6 +169,17 @@ class Trace:
         path = Path(path).expanduser()
         atomic_write(path, share_html(self.engine, self.run, layers).encode("utf-8"))
         return path
+
+    # ---- notebooks ---------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        """Jupyter shows a Trace as a summary line and its tokens coloured by probability."""
+        return trace_html(self.engine, self.run)
+
+    def show(self, view: str = "attention", layers: list[int] | None = None, height: int = 720) -> InlineHTML:
+        """The offline viewer (the Share HTML) inline in a notebook, opened at `view`: tokens,
+        probs, entropy or attention (`layers`: up to 8, default first, middle, last). No server,
+        no network: a sandboxed iframe. Display it by making it a cell's last expression."""
+        return InlineHTML(inline_view_html(self.engine, self.run, view, layers, height))
 
     def __repr__(self) -> str:
         gen = self.run.num_tokens - self.run.num_prompt

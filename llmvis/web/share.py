@@ -92,11 +92,14 @@ def _echarts_source() -> str:
     return path.read_text(encoding="utf-8")
 
 
-def share_html(engine, run, layers: list[int] | None = None, title: str | None = None) -> str:
-    """The self-contained HTML document for one run."""
+def share_html(engine, run, layers: list[int] | None = None, title: str | None = None,
+               focus: str | None = None) -> str:
+    """The self-contained HTML document for one run (`focus`: the section it opens scrolled to)."""
     title = title or run_title(engine, run)
     layers = layers if layers is not None else parse_layers(None, engine.lm.num_layers)
     data = share_data(engine, run, layers, title)
+    if focus is not None:
+        data["focus"] = focus
     css = (SHARE_DIR / "viewer.css").read_text(encoding="utf-8")
     viewer = (SHARE_DIR / "viewer.js").read_text(encoding="utf-8")
     css_safe = css.replace("</", "<\\/")  # CSS has no reason to contain "</"; never let it close <style>

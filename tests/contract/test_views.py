@@ -294,3 +294,55 @@ def test_the_python_api_answers_what_the_http_api_answers(client, engine, greedy
         hidden[0, 0, 0] = 1.0
     with pytest.raises(Exception, match="head"):
         trace.attention_row(2, head="all")
+
+
+def test_a_trace_renders_inline_in_a_notebook(make_server):
+    from html.parser import HTMLParser
+
+    from llmvis.core.errors import BadRequest
+    from llmvis.pyapi import Trace
+
+    eng, client = make_server()
+    hostile = 'Say </script><img src=x onerror=alert(1)> & "quotes"'
+    r = client.post("/api/generate", json={"prompt": hostile, "temperature": 0, "max_new_tokens": 4}).get_json()
+    trace = Trace(eng, eng.get_run(r["run_id"]))
+
+    class Chips(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.chips, self.tags, self.text = [], [], ""
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            a = dict(attrs)
+            if "llmvis-tok" in (a.get("class") or ""):
+                self.chips.append(a)
+
+        def handle_data(self, data):
+            self.text += data
+
+    page = trace._repr_html_()
+    parsed = Chips()
+    parsed.feed(page)
+    assert len(parsed.chips) == r["num_tokens"] and "img" not in parsed.tags and "script" not in parsed.tags
+    assert [int(c["data-position"]) for c in parsed.chips] == list(range(r["num_tokens"]))
+    chip = parsed.chips[r["num_prompt_tokens"]]  # the first generated token: its numbers and alternatives
+    tok = r["tokens"][r["num_prompt_tokens"]]
+    assert f"p = {tok['prob']:.4f} · rank {tok['rank']}" in chip["title"] and "alternatives:" in chip["title"]
+    assert "tiny-llama" in parsed.text and f"{r['num_prompt_tokens']} prompt + 4 generated tokens" in parsed.text
+    assert "</script><img" in parsed.text.replace("↵", "")  # shown as text, never as markup
+    view = trace.show("entropy", layers=[0, 1])
+    assert view._repr_html_() == str(view) and view.html.startswith('<iframe class="llmvis-view" sandbox="allow-scripts"')
+
+    class Frame(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "iframe":
+                self.srcdoc = dict(attrs)["srcdoc"]
+
+    frame = Frame()
+    frame.feed(view.html)
+    assert '"focus":"confidence"' in frame.srcdoc and frame.srcdoc.startswith("<!doctype html>")
+    assert "<img src=x" not in frame.srcdoc  # the run's data stays escaped inside the viewer document
+    for bad, field in ((dict(view="lens"), "view"), (dict(height=5), "height"), (dict(layers=[9]), "layer")):
+        with pytest.raises(BadRequest, match=field):
+            trace.show(**bad)

@@ -254,5 +254,7 @@
   window.addEventListener('resize', () => [candChart, confChart, attChart].forEach((c) => c.resize()));
   select(selected);
   renderAttention();
+  const focus = data.focus ? doc.getElementById(String(data.focus)) : null;  // run.show(view=...) in a notebook
+  if (focus) focus.scrollIntoView();
   doc.body.dataset.ready = 'true';
 }());
