@@ -55,3 +55,36 @@ test('attention on a long run: the selected row is the one labelled and highligh
     assert.notEqual(typeof axis.axisLabel.color, 'function', 'no colour callback (it gets the drawn index)');
   }
 });
+
+test('the automatic colour scale is √ on short runs and log on long ones, and the caption names it', async () => {
+  const { resolveScale, LOG_SCALE_FROM } = await import('../../llmvis/web/static/js/views/attention.js');
+  assert.equal(resolveScale('auto', 40), 'sqrt');
+  assert.equal(resolveScale('auto', LOG_SCALE_FROM + 1), 'log');
+  assert.equal(resolveScale('linear', 1000), 'linear');
+  assert.equal(resolveScale('nonsense', 10), 'sqrt');
+  const n = 300;
+  const matrix = Array.from({ length: n }, (_, i) => Array.from({ length: i + 1 }, () => 1 / (i + 1)));
+  const built = buildAttentionOption({ layer: 0, head: 'mean', num_tokens: n, matrix, tokens: matrix.map((_, i) => `w${i}`) },
+    { t, selected: null, scale: 'auto' });
+  assert.equal(built.meta.scale, 'log');
+  assert.ok(built.caption.includes(t('attn.scale', { scale: 'scale.log' })));
+  assert.equal(built.option.visualMap.min, -4, 'log10 of 1e-4');
+});
+
+test('newJobId: 16 hex digits, as the server wants (8 to 32)', async () => {
+  const { newJobId } = await import('../../llmvis/web/static/js/insights.js');
+  assert.match(newJobId(), /^[0-9a-f]{16}$/);
+  assert.equal(newJobId(() => 0.999), 'f'.repeat(16));
+});
+
+test('chip text is dark or light, whichever keeps WCAG AA contrast on the chip colour', async () => {
+  const { chipTextOn, contrastRatio } = await import('../../llmvis/web/static/js/conversation.js');
+  const { CHIP_MAP, sampleMap, mixHex } = await import('../../llmvis/web/static/js/colors.js');
+  for (let i = 0; i <= 100; i += 1) {
+    const pure = sampleMap(CHIP_MAP, i / 100);
+    for (const bg of [pure, mixHex(pure, '#161b22', 0.45)]) {
+      assert.ok(contrastRatio(chipTextOn(bg), bg) >= 4.5, `${bg}: ${contrastRatio(chipTextOn(bg), bg)}`);
+    }
+  }
+  assert.ok(Math.abs(contrastRatio('#000000', '#ffffff') - 21) < 1e-9);
+});

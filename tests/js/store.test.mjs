@@ -107,7 +107,7 @@ test('the page state starts with no run, the attention view and the page default
   assert.equal(s.busy, null);
   assert.equal(s.view, 'attention');
   assert.equal(s.head, 'mean');
-  assert.equal(s.scale, 'sqrt');
+  assert.equal(s.scale, 'auto');
   assert.equal(s.topN, 20);
   assert.equal(s.metric, 'prob');
   assert.equal(s.mode, 'generate');

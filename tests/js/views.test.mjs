@@ -64,7 +64,7 @@ test('headLabel names the mean, the max and a head with its KV head', () => {
 test('buildAttentionOption: cells, square grid, selected row and caption', () => {
   const data = { layer: 2, head: 'mean', num_tokens: 3, matrix: TRI, tokens: ['a', 'b', 'c'] };
   const built = buildAttentionOption(data, { t, selected: 1, scale: 'linear', width: 600, height: 600 });
-  assert.deepEqual(built.meta, { layer: 2, head: 'mean', cells: 6, pool: 1, offset: 0 });
+  assert.deepEqual(built.meta, { layer: 2, head: 'mean', cells: 6, pool: 1, offset: 0, scale: 'linear' });
   const [heat, row] = built.option.series;
   assert.equal(heat.id, 'attention');
   assert.deepEqual(heat.data[0], [0, 0, 1, 1]);
@@ -79,7 +79,7 @@ test('buildAttentionOption: cells, square grid, selected row and caption', () =>
   assert.deepEqual(built.option.xAxis.data.map((d) => d.value ?? d), ['a', 'b', 'c']);
   assert.equal(built.option.xAxis.data[1].textStyle.color, '#f7768e');
   assert.equal(built.option.yAxis.data[1].textStyle.color, '#f7768e');
-  assert.equal(built.caption, t('attn.caption', { layer: 2, head: 'head.mean', n: 3 }));
+  assert.equal(built.caption, `${t('attn.caption', { layer: 2, head: 'head.mean', n: 3 })} · ${t('attn.scale', { scale: 'scale.linear' })}`);
 });
 
 test('buildAttentionOption: a server window says where it is; the sqrt scale maps the max', () => {
@@ -90,7 +90,7 @@ test('buildAttentionOption: a server window says where it is; the sqrt scale map
   assert.deepEqual(built.option.xAxis.data, ['t96', 't97']);
   assert.ok(near(built.option.visualMap.max, 0.9));
   assert.deepEqual(built.option.series.map((s) => s.id), ['attention'], 'no selection, no row marker');
-  assert.equal(built.caption, `${t('attn.caption', { layer: 0, head: t('head.n', { h: 3, kv: 1 }), n: 300 })} · ${t('attn.window', { a: 96, b: 97 })}`);
+  assert.equal(built.caption, `${t('attn.caption', { layer: 0, head: t('head.n', { h: 3, kv: 1 }), n: 300 })} · ${t('attn.scale', { scale: 'scale.sqrt' })} · ${t('attn.window', { a: 96, b: 97 })}`);
   assert.equal(attentionRowToPosition(built.option.series[0].data[1], built.meta), 97);
 });
 

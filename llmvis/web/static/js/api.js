@@ -151,6 +151,7 @@ export function createApi({ base = '', cacheSize = 64, fetchImpl = (...args) => 
       getJSON('/api/embedding_projection', { run_id: runId, layer, method: 'pca' }, opts),
     logitLens: (runId, topK, window = {}, opts) =>
       getJSON('/api/logit_lens', { run_id: runId, top_k: topK, ...window }, opts),
+    job: (jobId, opts) => request(`/api/jobs/${encodeURIComponent(jobId)}`, opts), // progress of a named view job (never cached)
     attentionInsights: (runId, opts) => getJSON('/api/attention_insights', { run_id: runId }, opts),
     attentionRow: (runId, position, head, opts) =>
       getJSON('/api/attention_row', { run_id: runId, position, head }, opts),

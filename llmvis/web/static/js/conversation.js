@@ -1,7 +1,7 @@
 // The centre panel: every token as a chip. All token text is set with textContent.
 
 import {
-  CHIP_MAP, GLTR_BUCKETS, cssGradient, gltrBucket, gltrGradient, metricDomain, metricT, mixHex, sampleMap, textOn,
+  CHIP_MAP, GLTR_BUCKETS, cssGradient, gltrBucket, gltrGradient, luminance, metricDomain, metricT, mixHex, sampleMap,
 } from './colors.js';
 
 import {
@@ -10,6 +10,19 @@ import {
 import { el } from './util.js';
 
 const PANEL_BG = '#161b22';
+export const CHIP_DARK_TEXT = '#000000';
+export const CHIP_LIGHT_TEXT = '#ffffff';
+
+/** WCAG contrast ratio of two colours (#rrggbb). Pure. */
+export function contrastRatio(a, b) {
+  const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05);
+}
+
+/** The chip text colour, dark or light, whichever contrasts more with `bg` (WCAG). Pure. */
+export function chipTextOn(bg) {
+  return contrastRatio(CHIP_DARK_TEXT, bg) >= contrastRatio(CHIP_LIGHT_TEXT, bg) ? CHIP_DARK_TEXT : CHIP_LIGHT_TEXT;
+}
 
 /** Fill a node with the visible form of text: plain runs and dimmed whitespace markers. */
 function fillVisible(doc, node, text) {
@@ -77,7 +90,7 @@ export function createConversation(root, { tooltip, i18n, onSelect }) {
     const pure = metric === 'gltr' ? GLTR_BUCKETS[gltrBucket(token.rank)].colour : sampleMap(CHIP_MAP, v);
     const bg = token.source === 'generated' || runKind === 'score' ? pure : mixHex(pure, PANEL_BG, 0.45);
     chip.style.setProperty('--chip-bg', bg);
-    chip.style.setProperty('--chip-fg', textOn(bg));
+    chip.style.setProperty('--chip-fg', chipTextOn(bg));
   };
 
   const recolour = () => {

@@ -63,6 +63,17 @@ export function insightsExportDetail(view, s) {
   return undefined;
 }
 
+/** Lens ranges of at least this many positions run as a named, stoppable job. */
+export const LENS_JOB_MIN = 32;
+const LENS_POLL_MS = 500;
+
+/** A fresh job id: 16 hex digits (the server takes 8 to 32). */
+export function newJobId(random = () => Math.random()) {
+  let id = '';
+  for (let i = 0; i < 16; i += 1) id += Math.floor(random() * 16).toString(16);
+  return id;
+}
+
 /** page: {doc, api, t, store, select}. */
 export function createInsights({ doc, api, t, store }) {
   const $ = (id) => doc.getElementById(id);
@@ -135,8 +146,40 @@ export function createInsights({ doc, api, t, store }) {
         // only the columns on show are computed (and cached) by the server
         const n = run.num_tokens ?? run.tokens.length;
         const { start } = lensColumns(n, run.num_prompt_tokens, s.lensRange);
-        const data = expandLensWindow(await api.logitLens(run.run_id, 5, { start, end: n }));
-        return buildLensOption(data, { ...ctx, metric: s.lensMetric, range: s.lensRange });
+        const count = n - start;
+        ctx.progress?.({ text: t('view.loadingLens', { n: count }) });
+        if (count < LENS_JOB_MIN || !ctx.onStop) {
+          const data = expandLensWindow(await api.logitLens(run.run_id, 5, { start, end: n }));
+          return buildLensOption(data, { ...ctx, metric: s.lensMetric, range: s.lensRange });
+        }
+        // A long range runs as a named job: its progress shows, and Stop cancels it.
+        const jobId = newJobId();
+        let stopped = false;
+        let poll = 0;
+        const stop = new Promise((resolve) => {
+          ctx.onStop(() => {
+            stopped = true;
+            api.cancel(jobId).catch(() => {}); // the lens request then answers 409
+            resolve(null);
+          });
+        });
+        const follow = async () => {
+          try {
+            const job = await api.job(jobId);
+            if (!stopped) ctx.progress({ done: job.done, total: job.total });
+          } catch { /* not started yet, or already done */ }
+        };
+        poll = setInterval(follow, LENS_POLL_MS);
+        try {
+          const answer = await Promise.race([api.logitLens(run.run_id, 5, { start, end: n, job_id: jobId }), stop]);
+          if (stopped || answer === null) return { message: t('view.stopped', { view: t('tab.lens') }), stopped: true };
+          return buildLensOption(expandLensWindow(answer), { ...ctx, metric: s.lensMetric, range: s.lensRange });
+        } catch (err) {
+          if (stopped || err?.status === 409) return { message: t('view.stopped', { view: t('tab.lens') }), stopped: true };
+          throw err;
+        } finally {
+          clearInterval(poll);
+        }
       },
       async heads(run, ctx) {
         const s = ctx.state;

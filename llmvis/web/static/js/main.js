@@ -144,7 +144,64 @@ function boot() {
 
   // ---------- the chart ----------
   const chartSize = () => ({ width: $('chart').clientWidth, height: $('chart').clientHeight });
-  const setLoading = (on) => { $('chart').closest('.chart-wrap').classList.toggle('loading', on); };
+  const tabName = (view) => t(`tab.${view}`);
+  /** The chart's accessible summary: the view's name and its caption (or message). */
+  const labelChart = (view, text) => {
+    $('chart').setAttribute('aria-label', t('view.chartLabel', { view: tabName(view), caption: text || '' }).trim());
+  };
+
+  // Each view has its own loading state: a stale chart or caption never shows under another
+  // tab's name. A loader may say more through ctx.progress({text, done, total}) and offer a
+  // Stop button through ctx.onStop(fn).
+  let loadingTimer = 0;
+  let loadingShowTimer = 0;
+  let stopHandler = null;
+  const loadingEl = $('view-loading');
+  const setProgress = ({ text, done, total } = {}) => {
+    if (text != null) $('view-loading-text').textContent = `${tabName(loadingEl.dataset.view)} · ${text}`;
+    if (done != null && total) $('view-loading-progress').textContent = t('view.progress', { done, total });
+  };
+  const startLoading = (view, { clear }) => {
+    const wrap = $('chart').closest('.chart-wrap');
+    wrap.classList.add('loading');
+    stopHandler = null;
+    $('view-stop').hidden = true;
+    $('view-loading-text').textContent = t('view.loading', { view: tabName(view) });
+    $('view-loading-progress').textContent = '';
+    $('view-loading-time').textContent = '';
+    loadingEl.dataset.view = view;
+    const began = Date.now();
+    clearInterval(loadingTimer);
+    loadingTimer = setInterval(() => {
+      $('view-loading-time').textContent = t('view.elapsed', { s: Math.round((Date.now() - began) / 1000) });
+    }, 1000);
+    const show = () => { loadingEl.hidden = false; };
+    clearTimeout(loadingShowTimer);
+    if (clear) {
+      // another tab: nothing of the previous one stays on show
+      host.showMessage('', view);
+      $('chart-overlay').hidden = true;
+      $('view-caption').textContent = '';
+      labelChart(view, t('view.loading', { view: tabName(view) }));
+      show();
+    } else {
+      loadingShowTimer = setTimeout(show, 400); // a quick redraw of the same view does not flash
+    }
+  };
+  const stopLoading = () => {
+    $('chart').closest('.chart-wrap').classList.remove('loading');
+    clearInterval(loadingTimer);
+    clearTimeout(loadingShowTimer);
+    loadingEl.hidden = true;
+    $('view-stop').hidden = true;
+    stopHandler = null;
+  };
+  $('view-stop').addEventListener('click', () => {
+    const fn = stopHandler;
+    stopHandler = null;
+    $('view-stop').hidden = true;
+    if (fn) fn();
+  });
 
   let viewSeq = 0; // number of the latest redraw: a late answer to an older one is dropped
 
@@ -155,32 +212,47 @@ function boot() {
     const { view } = s;
     if (!host) return;
     if (!s.run) {
-      host.showMessage(t(s.streaming ? 'stream.viewsWait' : 'view.empty'), view);
+      stopLoading();
+      const text = t(s.streaming ? 'stream.viewsWait' : 'view.empty');
+      host.showMessage(text, view);
+      labelChart(view, text);
       $('view-caption').textContent = '';
       return;
     }
-    setLoading(true);
+    const shownBefore = s.shown;
+    startLoading(view, { clear: !shownBefore || shownBefore.view !== view || shownBefore.runId !== s.run.run_id });
     try {
       const ctx = {
         t, state: s, selected: s.selected, labels: s.labels.short, longLabels: s.labels.long, ...chartSize(),
+        progress: (p) => { if (seq === viewSeq) setProgress(p); },
+        onStop: (fn) => {
+          if (seq !== viewSeq) return;
+          stopHandler = fn;
+          $('view-stop').hidden = false;
+          loadingEl.hidden = false;
+        },
       };
       const built = await registry.load(view, s.run, ctx);
       if (seq !== viewSeq) return;
       if (built.message) {
         host.showMessage(built.message, view);
+        labelChart(view, built.message);
         $('view-caption').textContent = '';
-        store.set({ shown: { view, meta: {} } });
+        store.set({ shown: { view, runId: s.run.run_id, meta: {}, stopped: Boolean(built.stopped) } });
         return;
       }
-      store.set({ shown: { view, meta: built.meta || {} } });
+      store.set({ shown: { view, runId: s.run.run_id, meta: built.meta || {} } });
       host.render(view, built.option, built.meta);
       $('view-caption').textContent = built.caption || '';
+      labelChart(view, built.caption || '');
     } catch (err) {
       if (seq !== viewSeq || err?.name === 'AbortError') return;
       showError(err.message || String(err));
       host.showMessage(err.message || String(err), view);
+      labelChart(view, err.message || String(err));
+      store.set({ shown: { view, runId: s.run.run_id, meta: {} } });
     } finally {
-      if (seq === viewSeq) setLoading(false);
+      if (seq === viewSeq) stopLoading();
     }
   }
 

@@ -31,7 +31,7 @@ export function initialState() {
     shown: { view: null, meta: {} }, // what the chart last drew (chart clicks are read against it)
     layer: 0, // attention layer
     head: 'mean', // attention head: 'mean' | 'max' | number
-    scale: 'sqrt', // attention colour scale: 'sqrt' | 'linear' | 'log'
+    scale: 'auto', // attention colour scale: 'auto' (√, log on long runs) | 'sqrt' | 'linear' | 'log'
     attnRange: 'all', // attention: 'all' (pooled) | 'window' (128 around the selection)
     topN: 20, // candidates in the probabilities view
     projLayer: null, // projection layer (0 = embeddings); the middle layer once the model is known

@@ -17,6 +17,15 @@ export const SCALES = {
   log: { fwd: (v) => Math.log10(Math.max(v, 1e-4)), inv: (v) => 10 ** v },
 };
 
+/** Beyond this many tokens the automatic colour scale is log: √ leaves a long run near-black. */
+export const LOG_SCALE_FROM = 128;
+
+/** The colour scale to draw with: 'auto' is √ on short runs and log on long ones. Pure. */
+export function resolveScale(scale, n) {
+  if (scale === 'auto' || !SCALES[scale]) return n > LOG_SCALE_FROM ? 'log' : 'sqrt';
+  return scale;
+}
+
 /**
  * Max-pool a lower-triangular matrix into blocks of `factor` × `factor`.
  * Returns {factor, size, cells: [[col, row, weight]]} with only blocks on or below the
@@ -61,11 +70,12 @@ export function buildAttentionOption(data, ctx) {
   const factor = (data.block ?? 1) * local.factor;
   const { size, cells } = local;
   const windowed = offset > 0 || (data.rows ?? data.matrix.length) * factor < n;
-  const scale = SCALES[ctx.scale] || SCALES.sqrt;
+  const scaleName = resolveScale(ctx.scale, n);
+  const scale = SCALES[scaleName];
   let vmax = 0;
   for (const c of cells) if (c[2] > vmax) vmax = c[2];
   const seriesData = cells.map(([x, y, w]) => [x, y, scale.fwd(w), w]);
-  const lo = ctx.scale === 'log' ? scale.fwd(1e-4) : 0;
+  const lo = scaleName === 'log' ? scale.fwd(1e-4) : 0;
   const hi = Math.max(scale.fwd(vmax || 1), lo + 1e-6);
 
   const short = ctx.labels || data.tokens.map((x) => visibleText(x, 12));
@@ -193,12 +203,13 @@ export function buildAttentionOption(data, ctx) {
     layer: data.layer,
     head: headLabel(data.head, t, ctx.groupSize || 1),
     n,
-  }) + (factor > 1 ? ` · ${t('attn.pooled', { f: factor })}` : '')
+  }) + ` · ${t('attn.scale', { scale: t(`scale.${scaleName}`) })}`
+    + (factor > 1 ? ` · ${t('attn.pooled', { f: factor })}` : '')
     + (windowed ? ` · ${t('attn.window', { a: offset, b: offset + size * factor - 1 })}` : '');
   return {
     option,
     caption,
-    meta: { layer: data.layer, head: data.head, cells: cells.length, pool: factor, offset },
+    meta: { layer: data.layer, head: data.head, cells: cells.length, pool: factor, offset, scale: scaleName },
   };
 }
 
