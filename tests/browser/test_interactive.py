@@ -197,7 +197,7 @@ def test_clicking_an_alternative_forks_and_the_tree_switches_branches(page: Page
                .getOption().series[0].data[2].tokenId"""
     )
     x, y = bar_point(page, 0, 2)
-    with page.expect_response(lambda r: r.url.endswith("/api/fork")) as resp:
+    with page.expect_response(lambda r: r.url.endswith("/api/fork/stream")) as resp:
         page.mouse.click(x, y)
     assert resp.value.status == 200
     conv = page.get_by_test_id("conversation")
@@ -245,7 +245,7 @@ def test_a_failed_fork_shows_the_server_message(page: Page):
     page.locator(GENERATED).first.click()
     open_tab(page, "probs")
     message = "token_id: must be in [0, 49151], got 99999999"
-    page.route("**/api/fork", lambda route: route.fulfill(
+    page.route("**/api/fork/stream", lambda route: route.fulfill(
         status=400, content_type="application/json", body=json.dumps({"error": message, "status": 400})))
     x, y = bar_point(page, 0, 1)
     page.mouse.click(x, y)

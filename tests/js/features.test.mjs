@@ -178,7 +178,7 @@ test('scoring nothing is refused with an error, and nothing is sent', async () =
 
 test('a click on a candidate bar of a scored text forks with the form\'s settings', async () => {
   const child = { run_id: 'f1', kind: 'fork', tokens: [] };
-  const { store, calls, shown, registry } = makePage({ fork: child });
+  const { store, calls, shown, registry } = makePage({ forkStream: child });
   store.set({
     run: { run_id: 's1', kind: 'score', tokens: [] },
     form: { prompt: '', system: '', temperature: '0.3', top_k: '5', top_p: '0.9', max_new_tokens: '12', seed: '' },
@@ -186,13 +186,13 @@ test('a click on a candidate bar of a scored text forks with the form\'s setting
   const handled = registry.click({ data: { tokenId: 9 } }, { view: 'probs', meta: { position: 3, 'chosen-id': 1 } }, {});
   assert.equal(handled, true);
   await settle();
-  assert.deepEqual(calls.find((c) => c[0] === 'fork'), ['fork', {
+  assert.deepEqual(calls.find((c) => c[0] === 'forkStream').slice(0, 2), ['forkStream', {
     run_id: 's1', position: 3, token_id: 9, temperature: 0.3, top_k: 5, top_p: 0.9, max_new_tokens: 12,
-  }]);
+  }], 'streamed, with the form\'s settings');
   assert.deepEqual(shown, [[child, { select: 3 }]]);
   assert.equal(registry.click({ data: { tokenId: 1 } }, { view: 'probs', meta: { position: 3, 'chosen-id': 1 } }, {}), true,
     'the chosen token itself: handled, no fork');
-  assert.equal(calls.filter((c) => c[0] === 'fork').length, 1);
+  assert.equal(calls.filter((c) => c[0] === 'forkStream').length, 1);
 });
 
 test('chart clicks: a lens cell and the entropy canvas select; a head cell opens it in attention', () => {

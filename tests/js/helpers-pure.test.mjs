@@ -32,7 +32,7 @@ const SCORE = {
 test('runMeta: what the tree and the diff pickers know of a run', () => {
   assert.deepEqual(runMeta(FORK, 2), {
     run_id: 'f1', kind: 'fork', parent_id: 'g1', fork_position: 3, forced: ' z', preview: ' e',
-    params: { temperature: 0.7 }, num_generated: 3, perplexity: null, order: 2,
+    params: { temperature: 0.7 }, num_generated: 3, perplexity: null, created: null, order: 2,
   });
   assert.equal(runMeta(GEN, 1).preview, ' c d');
   assert.equal(runMeta(GEN, 1).parent_id, null);
@@ -122,12 +122,10 @@ test('withRun adds a run with the next order, keeps an old run\'s order, never m
   assert.equal(again.get('g1').preview, ' c');
 });
 
-test('forkBody: a scored text forks with the form\'s sampling settings', () => {
-  const form = { temperature: '0.5', top_k: '', top_p: 'x', max_new_tokens: '16' };
-  assert.deepEqual(forkBody(SCORE, 1, 42, form), {
-    run_id: 's1', position: 1, token_id: 42, temperature: 0.5, top_k: 0, top_p: undefined, max_new_tokens: 16,
-  });
-  assert.deepEqual(forkBody(GEN, 3, 7, form), { run_id: 'g1', position: 3, token_id: 7 }, 'a run keeps its own settings');
+test('forkBody: the forced token and the form\'s settings, for every kind of run', () => {
+  const settings = { temperature: 0.5, top_k: 0, top_p: 1, max_new_tokens: 16 };
+  assert.deepEqual(forkBody(SCORE, 1, 42, settings), { run_id: 's1', position: 1, token_id: 42, ...settings });
+  assert.deepEqual(forkBody(GEN, 3, 7, settings), { run_id: 'g1', position: 3, token_id: 7, ...settings });
 });
 
 test('buildPayload validates the form and builds the request', () => {
@@ -136,9 +134,9 @@ test('buildPayload validates the form and builds the request', () => {
   assert.deepEqual(buildPayload({ ...raw, system: 'Be brief', seed: ' 7 ' }, t).payload.system, 'Be brief');
   assert.equal(buildPayload({ ...raw, seed: ' 7 ' }, t).payload.seed, 7);
   assert.deepEqual(buildPayload({ ...raw, prompt: '  ' }, t), { error: 'err.emptyPrompt' });
-  assert.deepEqual(buildPayload({ ...raw, top_k: '1.5' }, t), { error: t('err.badNumber', { field: 'top_k' }) });
-  assert.deepEqual(buildPayload({ ...raw, temperature: '' }, t), { error: t('err.badNumber', { field: 'temperature' }) });
-  assert.deepEqual(buildPayload({ ...raw, seed: 'x' }, t), { error: t('err.badNumber', { field: 'seed' }) });
+  assert.deepEqual(buildPayload({ ...raw, top_k: '1.5' }, t), { error: t('err.notInteger', { field: 'sampling.topK' }) });
+  assert.deepEqual(buildPayload({ ...raw, temperature: '' }, t), { error: t('err.badNumber', { field: 'sampling.temperature' }) });
+  assert.deepEqual(buildPayload({ ...raw, seed: 'x' }, t), { error: t('err.badNumber', { field: 'sampling.seed' }) });
 });
 
 test('the form fields and their inputs; sameFields compares them', () => {

@@ -45,9 +45,13 @@ test('partialRun: the run as known while it streams', () => {
   const start = { run_id: 'ab12', model: { name: 'm' }, params: { temperature: 0 }, num_prompt_tokens: 5 };
   const tokens = [{ position: 0 }];
   assert.deepEqual(partialRun(start, tokens), {
-    run_id: 'ab12', model: { name: 'm' }, params: { temperature: 0 }, num_prompt_tokens: 5, kind: 'generate', tokens,
+    run_id: 'ab12', model: { name: 'm' }, params: { temperature: 0 }, num_prompt_tokens: 5, kind: 'generate',
+    parent_id: null, fork_position: null, tokens,
   });
+  const fork = { ...start, kind: 'fork', parent_id: 'p1', fork_position: 3 };
+  assert.equal(partialRun(fork, tokens).kind, 'fork', 'a streamed fork is a fork from its start event');
+  assert.equal(partialRun(fork, tokens).fork_position, 3);
   assert.deepEqual(partialRun(null, []), {
-    run_id: null, model: null, params: {}, num_prompt_tokens: 0, kind: 'generate', tokens: [],
+    run_id: null, model: null, params: {}, num_prompt_tokens: 0, kind: 'generate', parent_id: null, fork_position: null, tokens: [],
   });
 });

@@ -132,7 +132,8 @@ test('buildProbsOption: bars, the chosen one highlighted, both distributions for
 });
 
 test('cutMassText', () => {
-  assert.equal(cutMassText(PROBS, t), t('probs.cutMass', { mass: '10.00%' }));
+  // Each number names its distribution: 10 % of the tempered one, 1 − 0.6 − 0.3 of the raw bars.
+  assert.equal(cutMassText(PROBS, t), `${t('probs.cutTempered', { mass: '10.00%' })} · ${t('probs.cutRaw', { mass: '10.00%' })}`);
   assert.equal(cutMassText({ ...PROBS, token: { source: 'prompt' } }, t), 'probs.cutMassNone');
   assert.equal(cutMassText({ ...PROBS, cut_mass: null }, t), 'probs.cutMassNone');
 });
@@ -418,7 +419,7 @@ test('buildSamplerOption: two grids side by side, cut candidates greyed', () => 
 });
 
 test('samplerNote', () => {
-  assert.equal(samplerNote(SAMPLED, t), t('sampler.cutMass', { mass: '10.00%' }));
+  assert.equal(samplerNote(SAMPLED, t, { temperature: 0.7 }), t('sampler.cutTempered', { mass: '10.00%', temp: 0.7 }));
   assert.equal(samplerNote({ ...SAMPLED, cut_mass: null }, t), 'sampler.noCut');
 });
 

@@ -138,6 +138,7 @@ export function createApi({ base = '', cacheSize = 64, fetchImpl = (...args) => 
     estimate: (payload, opts) => sendJSON('POST', '/api/estimate', payload, opts),
     run: (runId, opts) => request(`/api/run${queryString({ run_id: runId })}`, opts),
     fork: (payload, opts) => sendJSON('POST', '/api/fork', payload, opts),
+    forkStream: (payload, opts) => stream('/api/fork/stream', payload, opts),
     score: (payload, opts) => sendJSON('POST', '/api/score', payload, opts),
     cancel: (runId, opts) => sendJSON('POST', '/api/cancel', { run_id: runId }, opts),
     // Views of a run.

@@ -23,39 +23,93 @@ export function sameFields(a, b) {
 }
 
 /**
+ * The sampling fields of the form: store key, the i18n key of its label, and its allowed range
+ * (the server's, so a bad value is caught here with the form's own words).
+ */
+const NUMBER_FIELDS = Object.freeze([
+  { key: 'temperature', label: 'sampling.temperature', int: false, min: 0, max: 100 },
+  { key: 'top_k', label: 'sampling.topK', int: true, min: 0 },
+  { key: 'top_p', label: 'sampling.topP', int: false, min: 0, minOpen: true, max: 1 },
+  { key: 'max_new_tokens', label: 'sampling.maxNewTokens', int: true, min: 1 },
+]);
+
+/** The range of a field as text for an error: "(0, 1]", "≥ 0", "[1, 512]". Pure. */
+function rangeText({ min, max, minOpen }) {
+  if (max == null) return `≥ ${min}`;
+  return `${minOpen ? '(' : '['}${min}, ${max}]`;
+}
+
+/**
+ * Validate the sampling fields of the form (temperature, top_k, top_p, max_new_tokens, seed).
+ * Errors name the field by its label. opts.maxNew: the server's cap on new tokens.
+ * Returns {settings} or {error}. Pure; `t` translates.
+ */
+export function samplingSettings(raw, t, { maxNew = null } = {}) {
+  const settings = {};
+  for (const f of NUMBER_FIELDS) {
+    const field = t(f.label);
+    const s = String(raw[f.key] ?? '').trim();
+    const x = Number(s);
+    if (s === '' || !Number.isFinite(x)) return { error: t('err.badNumber', { field }) };
+    if (f.int && !Number.isInteger(x)) return { error: t('err.notInteger', { field }) };
+    const max = f.key === 'max_new_tokens' && Number.isFinite(maxNew) ? maxNew : f.max;
+    const range = { ...f, max };
+    if (x < f.min || (f.minOpen && x <= f.min) || (max != null && x > max)) {
+      return { error: t('err.outOfRange', { field, range: rangeText(range) }) };
+    }
+    settings[f.key] = x;
+  }
+  const seed = String(raw.seed ?? '').trim();
+  if (seed !== '') {
+    const x = Number(seed);
+    const field = t('sampling.seed');
+    if (!Number.isFinite(x)) return { error: t('err.badNumber', { field }) };
+    if (!Number.isInteger(x) || x < 0) return { error: t('err.seedRange', { field }) };
+    settings.seed = x;
+  }
+  return { settings };
+}
+
+/**
  * Validate raw form values and build the /api/generate payload.
  * Returns {payload} or {error}. Pure; `t` translates messages.
  */
-export function buildPayload(raw, t) {
+export function buildPayload(raw, t, opts) {
   const prompt = String(raw.prompt ?? '');
   if (!prompt.trim()) return { error: t('err.emptyPrompt') };
-  const num = (value, field, { int = false } = {}) => {
-    const s = String(value ?? '').trim();
-    const x = Number(s);
-    if (s === '' || !Number.isFinite(x) || (int && !Number.isInteger(x))) {
-      return { error: t('err.badNumber', { field }) };
-    }
-    return { value: x };
-  };
-  const fields = [
-    ['temperature', raw.temperature, {}],
-    ['top_k', raw.top_k, { int: true }],
-    ['top_p', raw.top_p, {}],
-    ['max_new_tokens', raw.max_new_tokens, { int: true }],
-  ];
+  const { settings, error } = samplingSettings(raw, t, opts);
+  if (error) return { error };
   const payload = { prompt };
   if (String(raw.system ?? '').trim()) payload.system = String(raw.system);
-  for (const [name, value, opts] of fields) {
-    const r = num(value, name, opts);
-    if (r.error) return r;
-    payload[name] = r.value;
+  return { payload: { ...payload, ...settings } };
+}
+
+/**
+ * The form's values that reproduce a run: its prompt and system text (rebuilt from the tokens'
+ * segments: the API's `text` is the raw token text) and its sampling settings. A scored run
+ * gives its text instead, and keeps the form's sampling values. Pure.
+ */
+export function formFromRun(run, form = {}) {
+  const prompt = (run.tokens || []).filter((x) => x.source === 'prompt');
+  const join = (seg) => prompt.filter((x) => x.segment === seg).map((x) => x.text).join('');
+  if (run.kind === 'score') {
+    const text = prompt.some((x) => x.segment === 'user') ? join('user') : prompt.map((x) => x.text).join('');
+    return { form: { ...form }, scoreText: text, scoreTemplate: prompt.some((x) => x.segment === 'template') };
   }
-  if (String(raw.seed ?? '').trim() !== '') {
-    const r = num(raw.seed, 'seed', { int: true });
-    if (r.error) return r;
-    payload.seed = r.value;
-  }
-  return { payload };
+  const p = run.params || {};
+  const str = (v, fallback) => (v == null ? fallback : String(v));
+  return {
+    form: {
+      ...form,
+      prompt: join('user'),
+      system: join('system'),
+      temperature: str(p.temperature, form.temperature),
+      top_k: str(p.top_k, form.top_k),
+      top_p: str(p.top_p, form.top_p),
+      max_new_tokens: str(p.max_new_tokens, form.max_new_tokens),
+      seed: str(p.seed, ''),
+    },
+  };
 }
 
 /**

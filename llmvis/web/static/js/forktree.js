@@ -21,6 +21,7 @@ export function runMeta(run, order) {
     params: run.params || {},
     num_generated: gen.length,
     perplexity: run.score?.perplexity ?? null,
+    created: run.created ?? null,
     order,
   };
 }

@@ -4,13 +4,13 @@
 // diffB, samplerTopN, scoreText, scoreTemplate); it draws its controls from the store and puts
 // finished runs on show through page.showRun.
 
-import { buildPayload } from './controls.js';
+import { buildPayload, samplingSettings } from './controls.js';
 import { renderForkTree, runLabel, runMeta, treeRows } from './forktree.js';
 import { renderScoreSummary } from './score.js';
 import { partialRun } from './stream.js';
 import { option } from './util.js';
 import { buildDiffOption, renderDiffTokens } from './views/diff.js';
-import { buildSamplerOption, samplerNote } from './views/sampler.js';
+import { buildSamplerOption, paramsText, samplerNote } from './views/sampler.js';
 
 const FORKABLE_VIEWS = new Set(['probs', 'sampler']);
 const STREAM_RENDER_MS = 40;
@@ -45,30 +45,28 @@ export function validDiffPair(metas, pair) {
   return { a: ok(pair.a), b: ok(pair.b) };
 }
 
-/** The session's runs with `run` added (a new run gets the next order number). Pure. */
+/**
+ * The session's runs with `run` added. Runs are numbered by creation time (the run's `created`;
+ * a run without one counts as made when first seen), so #1 root / #2 fork stay so whichever
+ * of them was opened first. Pure.
+ */
 export function withRun(metas, run) {
   const next = new Map(metas);
   const prev = metas.get(run.run_id);
-  next.set(run.run_id, runMeta(run, prev ? prev.order : metas.size + 1));
+  const seen = prev ? prev.seen : metas.size + 1;
+  const meta = runMeta(run, 0);
+  next.set(run.run_id, { ...meta, created: meta.created ?? prev?.created ?? null, seen });
+  const ranked = [...next.values()].sort((x, y) => {
+    if (x.created != null && y.created != null && x.created !== y.created) return x.created - y.created;
+    return x.seen - y.seen;
+  });
+  ranked.forEach((m, i) => next.set(m.run_id, { ...m, order: i + 1 }));
   return next;
 }
 
-/** The fork request: a scored text has no sampling settings of its own, it takes the form's. Pure. */
-export function forkBody(run, position, tokenId, form) {
-  const body = { run_id: run.run_id, position, token_id: tokenId };
-  if (run.kind === 'score') {
-    const num = (v) => {
-      const x = Number(v);
-      return Number.isFinite(x) ? x : undefined;
-    };
-    Object.assign(body, {
-      temperature: num(form.temperature),
-      top_k: num(form.top_k),
-      top_p: num(form.top_p),
-      max_new_tokens: num(form.max_new_tokens),
-    });
-  }
-  return body;
+/** The fork request: the forced token and the form's (validated) sampling settings. Pure. */
+export function forkBody(run, position, tokenId, settings) {
+  return { run_id: run.run_id, position, token_id: tokenId, ...settings };
 }
 
 /** page: {doc, api, i18n, store, conversation, showRun, showError, clearError}. */
@@ -127,7 +125,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
    * and chips appear token by token. Resolves with the finished run (also when stopped: the
    * server answers `done` with status "cancelled"), or null when the fetch was aborted.
    */
-  async function stream(payload) {
+  async function stream(call, payload) {
     const controller = new AbortController();
     const job = { controller, runId: null, stopped: false };
     active = job;
@@ -158,7 +156,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
       }
     };
     try {
-      return await api.generateStream(payload, { signal: controller.signal, onEvent });
+      return await call(payload, { signal: controller.signal, onEvent });
     } catch (err) {
       if (err?.name === 'AbortError') return null;
       throw err;
@@ -179,10 +177,23 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
     });
   }
 
+  /**
+   * The rule for actions during a run: while one generates, forks or scores (state.busy), every
+   * other action that would make or show a run (generate, fork, score, open from the history or
+   * the branch tree, import, diff with parent) is refused with a visible reason in the error
+   * line, and its controls say so; Stop is the way out. Returns true when refused.
+   */
+  const refuseWhileBusy = () => {
+    if (!store.get().busy) return false;
+    showError(t('err.busyRun'));
+    return true;
+  };
+  const maxNew = () => store.get().model?.limits?.max_new_tokens ?? null;
+
   async function generate() {
-    if (store.get().busy) return; // Ctrl+Enter while a run streams
+    if (refuseWhileBusy()) return; // Ctrl+Enter while a run streams
     clearError();
-    const { payload, error } = buildPayload(store.get().form, t);
+    const { payload, error } = buildPayload(store.get().form, t, { maxNew: maxNew() });
     if (error) {
       showError(error);
       return;
@@ -190,7 +201,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
     store.set({ busy: 'generate' });
     try {
       // Streamed: chips appear token by token; the views fill in from the finished run.
-      const run = await stream(payload);
+      const run = await stream(api.generateStream, payload);
       if (run) showRun(run);
     } catch (err) {
       showError(err.message || String(err));
@@ -215,12 +226,18 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
 
   // ---------- fork ----------
   async function fork(run, position, tokenId) {
-    if (store.get().busy) return;
+    if (refuseWhileBusy()) return;
     clearError();
+    const { settings, error } = samplingSettings(store.get().form, t, { maxNew: maxNew() });
+    if (error) {
+      showError(error);
+      return;
+    }
     store.set({ busy: 'fork' });
     try {
-      const child = await api.fork(forkBody(run, position, tokenId, store.get().form));
-      showRun(child, { select: position });
+      // Streamed like a generation (Stop works once the server named the run).
+      const child = await stream(api.forkStream, forkBody(run, position, tokenId, settings));
+      if (child) showRun(child, { select: position });
     } catch (err) {
       showError(err.message || String(err));
     } finally {
@@ -243,6 +260,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
   async function switchTo(runId) {
     const { run } = store.get();
     if (run && run.run_id === runId) return;
+    if (refuseWhileBusy()) return;
     clearError();
     try {
       const next = await api.run(runId);
@@ -255,6 +273,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
   $('fork-tree').addEventListener('click', (ev) => {
     const cmp = ev.target.closest('[data-testid="compare-parent"]');
     if (cmp) {
+      if (refuseWhileBusy()) return;
       const m = store.get().sessionRuns.get(cmp.dataset.branchId);
       if (!m) return;
       setDiffPair({ a: m.parent_id, b: m.run_id });
@@ -274,7 +293,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
         return { message: t('view.pickToken') };
       }
       const data = await api.tokenProbs(run.run_id, pos, ctx.state.samplerTopN);
-      $('sampler-cut').textContent = samplerNote(data, t);
+      $('sampler-cut').textContent = samplerNote(data, t, run.params);
       const forced = run.kind === 'fork' && pos === run.fork_position;
       return buildSamplerOption(data, run.params, { ...ctx, forced });
     },
@@ -340,7 +359,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
   $('score-chat-template').addEventListener('change', (ev) => store.set({ scoreTemplate: ev.target.checked }));
 
   async function scoreText() {
-    if (store.get().busy) return;
+    if (refuseWhileBusy()) return;
     clearError();
     const { scoreText: text, scoreTemplate } = store.get();
     if (!text.trim()) {
@@ -373,8 +392,28 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
     $('stop').disabled = s.stopping;
   };
   const renderBusy = (busy) => {
+    // Not disabled while another run streams: a click then says why it waits (refuseWhileBusy).
     $('score-submit').disabled = busy === 'score';
+    $('score-submit').setAttribute('aria-disabled', busy ? 'true' : 'false');
+    $('score-submit').title = busy && busy !== 'score' ? t('err.busyRun') : '';
     $('score-busy').hidden = busy !== 'score';
+  };
+
+  // The settings a fork will use, shown before the click: the form's, validated.
+  const forkHint = doc.createElement('span');
+  forkHint.className = 'tool-note tool-hint';
+  forkHint.dataset.testid = 'fork-settings';
+  const renderForkHint = () => {
+    const { settings, error } = samplingSettings(store.get().form || {}, t, { maxNew: maxNew() });
+    forkHint.textContent = error
+      ? error
+      : t('sampler.forkWith', { params: `${paramsText(settings, t)} · ${t('sampling.maxNewTokens')} ${settings.max_new_tokens}` });
+  };
+  const samplerHint = $('sampler-cut').parentElement?.querySelector('[data-i18n="sampler.note"]');
+  if (samplerHint) samplerHint.hidden = true; // replaced by the hint that names the settings
+  const placeForkHint = (view) => {
+    const group = view === 'probs' ? $('cut-mass')?.parentElement : view === 'sampler' ? $('sampler-cut').parentElement : null;
+    if (group && forkHint.parentElement !== group) group.append(forkHint);
   };
   store.subscribe((s, prev, changed) => {
     if (changed.has('mode')) renderMode(s.mode);
@@ -383,8 +422,15 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
     if (changed.has('sessionRuns') || (changed.has('run') && s.run)) renderTree();
     if (changed.has('sessionRuns') || changed.has('diffA') || changed.has('diffB')) renderDiffSelects();
     if (changed.has('samplerTopN')) $('sampler-topn').value = String(s.samplerTopN);
+    // A reopened scored run puts its text back (keep.js restores it into the store).
+    if (changed.has('scoreText') && $('score-text').value !== s.scoreText) $('score-text').value = s.scoreText;
+    if (changed.has('scoreTemplate')) $('score-chat-template').checked = s.scoreTemplate;
+    if (changed.has('form') || changed.has('model')) renderForkHint();
+    if (changed.has('view')) placeForkHint(s.view);
   });
   renderMode(store.get().mode);
+  renderForkHint();
+  placeForkHint(store.get().view);
   store.set({ scoreText: $('score-text').value, scoreTemplate: $('score-chat-template').checked });
 
   return {
@@ -395,6 +441,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
     exportDetail: (view, s) => ({ sampler: `pos${s.selected}`, diff: 'kl' }[view]),
     onRun,
     onLanguage: () => {
+      renderForkHint();
       renderTree();
       renderDiffSelects();
       renderScoreSummary($('score-summary'), store.get().run, { t });

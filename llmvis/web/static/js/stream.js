@@ -52,7 +52,9 @@ export function partialRun(start, tokens) {
     model: start?.model ?? null,
     params: start?.params ?? {},
     num_prompt_tokens: start?.num_prompt_tokens ?? 0,
-    kind: 'generate',
+    kind: start?.kind ?? 'generate',
+    parent_id: start?.parent_id ?? null,
+    fork_position: start?.fork_position ?? null,
     tokens,
   };
 }

@@ -165,9 +165,12 @@ export function buildEntropyOption(run, ctx) {
       },
     ],
   };
-  const caption = t('entropy.caption', {
-    ent: fmtNum(mean(generated.map((x) => x.entropy)), 3),
-    conf: fmtProb(mean(generated.map((x) => x.prob))),
+  // A scored text generated nothing: its caption averages the scored (teacher-forced) tokens.
+  const scored = run.kind === 'score' || !generated.length;
+  const measured = scored ? toks.filter((x) => x.position > 0 && x.entropy != null) : generated;
+  const caption = t(scored ? 'entropy.captionScored' : 'entropy.caption', {
+    ent: fmtNum(mean(measured.map((x) => x.entropy)), 3),
+    conf: fmtProb(mean(measured.map((x) => x.prob))),
   });
   return { option, caption, meta: { points: xs.length, boundary } };
 }

@@ -154,8 +154,31 @@ export function buildProbsOption(data, ctx) {
   };
 }
 
-/** Text for the cut-mass note. Pure. */
+/**
+ * The two cut masses of a step, each tied to its distribution: `tempered`, the server's
+ * cut_mass (of softmax(logits / T), what was sampled from; for greedy, of the raw
+ * distribution, see DECISIONS "Greedy sampling statistics"), and `raw`, the mass of the raw
+ * bars (T = 1) outside the kept set, 1 − Σ p over kept candidates. `raw` is exact when the kept
+ * set ends inside the candidates listed (`rawExact`), else an upper bound. `greedy`: only the top
+ * token was kept and cut_mass is 1 − p_raw(top), so both numbers are the same one. Pure.
+ */
+export function cutMasses(data) {
+  if (data.token?.source !== 'generated' || data.cut_mass == null) return null;
+  const cands = data.candidates || [];
+  const kept = cands.filter((c) => (c.sample_prob ?? 0) > 0);
+  const rawExact = cands.some((c) => c.sample_prob === 0 || c.sample_prob == null);
+  const raw = kept.length ? Math.max(0, 1 - kept.reduce((a, c) => a + (c.prob ?? 0), 0)) : null;
+  const greedy = kept.length === 1 && rawExact && cands[0] && kept[0] === cands[0]
+    && Math.abs(data.cut_mass - (1 - (cands[0].prob ?? 0))) < 1e-4;
+  return { tempered: data.cut_mass, raw, rawExact, greedy };
+}
+
+/** Text for the cut-mass note beside the raw bars: which distribution each number is of. Pure. */
 export function cutMassText(data, t) {
-  if (data.token.source === 'prompt' || data.cut_mass == null) return t('probs.cutMassNone');
-  return t('probs.cutMass', { mass: fmtPct(data.cut_mass, 2) });
+  const cut = cutMasses(data);
+  if (!cut) return t('probs.cutMassNone');
+  if (cut.greedy) return t('probs.cutGreedy', { mass: fmtPct(cut.tempered, 2) });
+  const parts = [t('probs.cutTempered', { mass: fmtPct(cut.tempered, 2) })];
+  if (cut.raw != null) parts.push(t('probs.cutRaw', { mass: `${cut.rawExact ? '' : '≤ '}${fmtPct(cut.raw, 2)}` }));
+  return parts.join(' · ');
 }

@@ -5,7 +5,7 @@
 
 import { FONT, MONO, PALETTE, baseTooltip, escapeHtml } from '../charts.js';
 import { candidateLabel, fmtNum, fmtPct, fmtProb, visibleText } from '../tokens.js';
-import { candidateRows } from './probs.js';
+import { candidateRows, cutMasses } from './probs.js';
 
 const CUT_COLOUR = '#3a4350';
 
@@ -235,7 +235,9 @@ export function buildSamplerOption(data, params, ctx) {
 }
 
 /** The toolbar note: the mass the filters cut, or why there is none. Pure. */
-export function samplerNote(data, t) {
-  if (data.token.source !== 'generated' || data.cut_mass == null) return t('sampler.noCut');
-  return t('sampler.cutMass', { mass: fmtPct(data.cut_mass, 2) });
+export function samplerNote(data, t, params = null) {
+  const cut = cutMasses(data);
+  if (!cut) return t('sampler.noCut');
+  if (cut.greedy || params?.temperature === 0) return t('sampler.cutGreedy', { mass: fmtPct(cut.tempered, 2) });
+  return t('sampler.cutTempered', { mass: fmtPct(cut.tempered, 2), temp: params?.temperature ?? 'T' });
 }
