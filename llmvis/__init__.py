@@ -9,7 +9,7 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["trace", "score", "load", "Trace", "__version__"]
+__all__ = ["trace", "score", "score_many", "load", "Trace", "__version__"]
 
 
 def trace(prompt=None, model="default", **options):
@@ -24,6 +24,13 @@ def score(text, model="default", **options):
     from llmvis import pyapi  # lazy, as above
 
     return pyapi.score(text, model, **options)
+
+
+def score_many(texts, model="default", **options):
+    """Score many texts with one model load: a list of dicts (or a DataFrame); see llmvis.pyapi.score_many."""
+    from llmvis import pyapi  # lazy, as above
+
+    return pyapi.score_many(texts, model, **options)
 
 
 def load(path, model=None, device="auto", dtype="auto"):

@@ -15,11 +15,13 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from llmvis.core.config import ModelConfig, ServerConfig
 from llmvis.core.errors import BadRequest, LlmvisError
 from llmvis.core.lens import LENS_TOP_K
+from llmvis.core.metrics import score_summary
 from llmvis.engine.engine import Engine
 from llmvis.keep.bundle import bundle_header, read_bundle
 from llmvis.keep.history import atomic_write
@@ -219,6 +221,55 @@ def score(text: str, model: str = "default", *, system: str | None = None, use_c
         raise BadRequest("text", "is required and must be a non-empty string")
     eng = engine_for(model, device, dtype)
     return Trace(eng, eng.execute(eng.prepare_score(text, bool(use_chat_template), system)))
+
+
+def text_summary(trace: Trace, surprising: int = 5) -> dict:
+    """One scored text in numbers: perplexity, mean NLL, mean prediction entropy, GLTR buckets and
+    its `surprising` least likely tokens (position, text, prob, rank)."""
+    stats = trace.run.result.stats
+    out = score_summary(stats)
+    ent = stats.entropy[1:]
+    ent = ent[~np.isnan(ent)]
+    out["mean_entropy"] = float(ent.mean()) if ent.size else None
+    out["num_tokens"] = trace.run.num_tokens
+    order = np.argsort(stats.prob[1:], kind="stable")[:surprising] + 1  # lowest probability first
+    picked = [serialize.token_dict(trace.engine, trace.run, int(i)) for i in order]
+    out["surprising"] = [{k: tok[k] for k in ("position", "text", "prob", "rank")} for tok in picked]
+    return out
+
+
+def score_many(texts, model: str = "default", *, use_chat_template: bool = False, surprising: int = 5,
+               device: str = "auto", dtype: str = "auto", on_result: Callable[[int, dict], None] | None = None,
+               keep: bool = False, as_dataframe: bool | None = None):
+    """Score many texts with one model load. Returns one dict per text (see text_summary, plus
+    `index`), or a pandas DataFrame when pandas is installed (as_dataframe=None) or asked for.
+
+    Runs are dropped from memory after their numbers are taken, unless keep=True (then
+    `result["run_id"]` names each run in the engine's store).
+    """
+    eng = engine_for(model, device, dtype)
+    results = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest(f"texts[{i}]", "must be a non-empty string")
+        trace = Trace(eng, eng.execute(eng.prepare_score(text, bool(use_chat_template))))
+        row = {"index": i} | text_summary(trace, surprising)
+        if keep:
+            row["run_id"] = trace.id
+        else:
+            eng.store.remove(trace.id)
+        results.append(row)
+        if on_result is not None:
+            on_result(i, row)
+    if as_dataframe is False:
+        return results
+    try:
+        import pandas  # optional: only for the DataFrame form
+    except ImportError:
+        if as_dataframe:
+            raise LlmvisError("as_dataframe=True needs pandas (pip install pandas)") from None
+        return results
+    return pandas.DataFrame(results)
 
 
 def read_bundle_file(path) -> bytes:

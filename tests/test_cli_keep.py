@@ -153,7 +153,9 @@ def test_python_api_scores_text_and_gives_every_head(default_lm):
 
     scored = llmvis.score("The cat sat on the mat because it was warm.")
     d = scored.to_dict()
-    assert d["kind"] == "score" and scored.engine is llmvis.pyapi.engine_for("default")
+    from llmvis import pyapi
+
+    assert d["kind"] == "score" and scored.engine is pyapi.engine_for("default")
     probs = [t["prob"] for t in scored.tokens[1:]]
     assert d["score"]["perplexity"] == pytest.approx(math.exp(-sum(map(math.log, probs)) / len(probs)), rel=1e-6)
     heads = scored.attention(5, "all")  # (9, T, T), every query head in one pass
@@ -163,5 +165,7 @@ def test_python_api_scores_text_and_gives_every_head(default_lm):
     assert np.allclose(heads[4], scored.attention(5, 4), atol=1e-6)
     lens = scored.logit_lens(start=n - 4, top_k=2)
     assert lens["start"] == n - 4 and len(lens["entropy"][0]) == 4
-    with pytest.raises(llmvis.pyapi.BadRequest, match="text"):
+    from llmvis.core.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="text"):
         llmvis.score("   ")

@@ -12,10 +12,10 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from llmvis.cli import keep, serve  # noqa: E402  (after the environment above)
+from llmvis.cli import batch, keep, serve  # noqa: E402  (after the environment above)
 from llmvis.core.errors import LlmvisError  # noqa: E402
 
-COMMANDS = {"serve": serve.cmd_serve, **keep.COMMANDS}
+COMMANDS = {"serve": serve.cmd_serve, **keep.COMMANDS, "score": batch.cmd_score}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve.add_command(sub)
     keep.add_commands(sub)  # analyze, show
+    batch.add_command(sub)  # score
     return parser
 
 

@@ -16,6 +16,7 @@ LAYERS = ["core", "model", "engine", "keep", "web", "pyapi", "cli"]  # each may 
 LAZY_OK = {
     "gguf",   # only .gguf model sources need it
     "tqdm",   # only the CLI's progress bars
+    "pandas",  # only score_many's DataFrame form
 }
 LAZY_OK_IN = {("llmvis/__init__.py", "llmvis"): "`import llmvis` stays cheap: pyapi (torch) loads on first use"}
 
