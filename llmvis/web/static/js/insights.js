@@ -170,6 +170,11 @@ export function createInsights({ doc, api, t, store }) {
           } catch { /* not started yet, or already done */ }
         };
         poll = setInterval(follow, LENS_POLL_MS);
+        // Superseded by another redraw: stop following; and if the Layers tab was left, stop the job.
+        ctx.signal?.addEventListener('abort', () => {
+          clearInterval(poll);
+          if (store.get().view !== 'lens') api.cancel(jobId).catch(() => {});
+        }, { once: true });
         try {
           const answer = await Promise.race([api.logitLens(run.run_id, 5, { start, end: n, job_id: jobId }), stop]);
           if (stopped || answer === null) return { message: t('view.stopped', { view: t('tab.lens') }), stopped: true };

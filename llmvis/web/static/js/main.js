@@ -204,6 +204,7 @@ function boot() {
   });
 
   let viewSeq = 0; // number of the latest redraw: a late answer to an older one is dropped
+  let viewAbort = null; // aborted when a newer redraw starts (ctx.signal of the loader)
 
   /** Draw the view on show from the store's state, through its registered loader. */
   async function refreshView() {
@@ -219,11 +220,15 @@ function boot() {
       $('view-caption').textContent = '';
       return;
     }
+    viewAbort?.abort();
+    const abort = new AbortController();
+    viewAbort = abort;
     const shownBefore = s.shown;
     startLoading(view, { clear: !shownBefore || shownBefore.view !== view || shownBefore.runId !== s.run.run_id });
     try {
       const ctx = {
         t, state: s, selected: s.selected, labels: s.labels.short, longLabels: s.labels.long, ...chartSize(),
+        signal: abort.signal,
         progress: (p) => { if (seq === viewSeq) setProgress(p); },
         onStop: (fn) => {
           if (seq !== viewSeq) return;
