@@ -11,7 +11,16 @@ repeated calls in a notebook are fast.
 """
 from __future__ import annotations
 
+import atexit
+import json
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.error
+import urllib.request
+import webbrowser
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +34,7 @@ from llmvis.core.metrics import score_summary
 from llmvis.engine.engine import Engine
 from llmvis.keep.bundle import bundle_header, read_bundle
 from llmvis.keep.history import atomic_write
-from llmvis.keep.library import export_bundle
+from llmvis.keep.library import export_bundle, model_spec
 from llmvis.model.loading import load_model
 from llmvis.web import serialize
 from llmvis.web.notebook import InlineHTML, inline_view_html, trace_html
@@ -172,6 +181,35 @@ class Trace:
         atomic_write(path, share_html(self.engine, self.run, layers).encode("utf-8"))
         return path
 
+    def open(self, url: str | None = None, token: str | None = None, browser: bool = True) -> str:
+        """Open this run in the web app: import it into the llmvis server at `url` (default
+        http://127.0.0.1:5000), or, when none answers there and no url was given, start one on a
+        free port with this run's model. Returns the page URL (`/?run=<new id>`) and opens it in the
+        default browser unless browser=False. `token`: the server's token, if it has one."""
+        base = (url or DEFAULT_SERVER).rstrip("/")
+        if url is None and not _server_answers(base, token):
+            base = _start_server(model_spec(self.engine))
+        bundle = export_bundle(self.engine, self.run)
+        headers = {"Content-Type": "application/octet-stream"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(base + "/api/import", data=bundle, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                run_id = json.loads(resp.read())["run_id"]
+        except urllib.error.HTTPError as err:
+            try:
+                message = json.loads(err.read()).get("error", err.reason)
+            except ValueError:
+                message = err.reason
+            raise LlmvisError(f"the server at {base} refused the run: {message}") from None
+        except OSError as exc:
+            raise LlmvisError(f"no llmvis server answers at {base}: {exc}") from None
+        page = f"{base}/?run={run_id}"
+        if browser:
+            webbrowser.open(page)
+        return page
+
     # ---- notebooks ---------------------------------------------------------------
     def _repr_html_(self) -> str:
         """Jupyter shows a Trace as a summary line and its tokens coloured by probability."""
@@ -186,6 +224,42 @@ class Trace:
     def __repr__(self) -> str:
         gen = self.run.num_tokens - self.run.num_prompt
         return f"<llmvis.Trace {self.run.id}: {self.run.num_prompt} prompt + {gen} generated tokens, {self.run.model_name}>"
+
+
+DEFAULT_SERVER = "http://127.0.0.1:5000"
+_STARTED: dict[str, str] = {}  # model spec -> base URL of a server this process started
+
+
+def _server_answers(base: str, token: str | None) -> bool:
+    req = urllib.request.Request(base + "/api/model", headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _start_server(spec: str, timeout_s: float = 180.0) -> str:
+    """Start `llmvis serve --model spec` on a free loopback port (once per spec per process) and
+    wait until it answers; it stops when this process exits."""
+    base = _STARTED.get(spec)
+    if base is not None and _server_answers(base, None):
+        return base
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llmvis", "serve", "--model", spec, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while not _server_answers(base, None):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise LlmvisError(f"could not start an llmvis server for model {spec!r}")
+        time.sleep(0.3)
+    _STARTED[spec] = base
+    return base
 
 
 def parse_request(prompt=None, **fields):

@@ -169,3 +169,40 @@ def test_python_api_scores_text_and_gives_every_head(default_lm):
 
     with pytest.raises(BadRequest, match="text"):
         llmvis.score("   ")
+
+
+@pytest.mark.model
+def test_run_open_imports_into_a_running_server_or_starts_one(tmp_path):
+    """Trace.open(): into a server given by URL (with its token), and, when none answers at the
+    default address, into one it starts itself."""
+    import llmvis
+    from llmvis import pyapi
+
+    run = llmvis.trace("Name a tree.", temperature=0, max_new_tokens=3)
+    port = free_port()
+    token = "open-test-token-123"
+    proc = subprocess.Popen([sys.executable, "-m", "llmvis", "serve", "--port", str(port), "--token", token,
+                             "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while not pyapi._server_answers(base, token):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        page = run.open(base, token=token, browser=False)
+        new_id = re.fullmatch(rf"{base}/\?run=([0-9a-f]{{16}})", page).group(1)
+        req = urllib.request.Request(f"{base}/api/run?run_id={new_id}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            served = json.loads(resp.read())
+        assert [t["id"] for t in served["tokens"]] == [t["id"] for t in run.tokens]
+        with pytest.raises(llmvis.core.errors.LlmvisError, match="refused"):
+            run.open(base, token="wrong-token-0000", browser=False)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    started = run.open(browser=False) if not pyapi._server_answers(pyapi.DEFAULT_SERVER, None) else None
+    if started is not None:  # nothing listens on :5000 here, so open() started a server of its own
+        assert started.startswith("http://127.0.0.1:") and not started.startswith(pyapi.DEFAULT_SERVER + "/")
+        with urllib.request.urlopen(started.replace("/?run=", "/api/run?run_id="), timeout=30) as resp:
+            assert json.loads(resp.read())["tokens"][-1]["id"] == run.tokens[-1]["id"]
