@@ -40,11 +40,15 @@ CREATE TABLE IF NOT EXISTS runs (
     num_tokens    INTEGER NOT NULL,
     num_prompt    INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
-    nbytes        INTEGER NOT NULL -- size of the bundle file
+    nbytes        INTEGER NOT NULL, -- size of the bundle file
+    parent_id     TEXT,            -- a fork's parent run
+    fork_position INTEGER          -- where a fork branches from its parent
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 """
-COLUMNS = ("id", "title", "created", "saved", "model", "kind", "num_tokens", "num_prompt", "finish_reason", "nbytes")
+COLUMNS = ("id", "title", "created", "saved", "model", "kind", "num_tokens", "num_prompt", "finish_reason", "nbytes",
+           "parent_id", "fork_position")
+ADDED_COLUMNS = {"parent_id": "TEXT", "fork_position": "INTEGER"}  # added to folders made before them
 
 
 def default_data_dir() -> Path:
@@ -86,6 +90,14 @@ class History:
             with self._connect() as con:
                 self._enable_wal(con)
                 con.executescript(SCHEMA)
+                have = {row[1] for row in con.execute("PRAGMA table_info(runs)")}
+                for name, kind in ADDED_COLUMNS.items():
+                    if name not in have:  # an older folder: add the column, old rows read NULL
+                        try:
+                            con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                        except sqlite3.OperationalError as exc:  # another process added it just now
+                            if "duplicate column" not in str(exc):
+                                raise
             self._sweep_orphans()
         except (OSError, HistoryUnavailable) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -175,7 +187,8 @@ class History:
             atomic_write(path, data)
         except OSError as exc:
             raise HistoryUnavailable(f"history: cannot write {path.name}: {exc.strerror or exc}") from None
-        values = dict(row, title=str(row["title"])[:TITLE_MAX], saved=time.time(), nbytes=len(data))
+        values = {"parent_id": None, "fork_position": None} | dict(row, title=str(row["title"])[:TITLE_MAX],
+                                                                  saved=time.time(), nbytes=len(data))
         evicted: list[str] = []
         with self._write() as con:
             con.execute(

@@ -51,6 +51,7 @@ def history_row(run, title: str) -> dict:
         "id": run.id, "title": title, "created": float(run.created), "model": run.model_name,
         "kind": getattr(run, "kind", "generate"), "num_tokens": run.num_tokens, "num_prompt": run.num_prompt,
         "finish_reason": run.finish_reason,
+        "parent_id": run.links.get("parent_id"), "fork_position": run.links.get("fork_position"),
     }
 
 

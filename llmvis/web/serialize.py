@@ -270,5 +270,6 @@ def history_row(eng, row: dict) -> dict:
         "run_id": row["id"], "title": row["title"], "created": row["created"], "model": row["model"],
         "kind": row["kind"], "num_tokens": row["num_tokens"], "num_prompt": row["num_prompt"],
         "finish_reason": row["finish_reason"], "nbytes": row["nbytes"],
+        "parent_id": row.get("parent_id"), "fork_position": row.get("fork_position"),  # forks: where they branch
         "same_model": row["model"] == eng.lm.name,
     }

@@ -62,6 +62,9 @@ def test_history_lists_every_finished_run_newest_first(kept):
         assert row["nbytes"] == files[row["run_id"]]
         got = (row["kind"], row["num_tokens"], row["num_prompt"], row["finish_reason"], row["model"], row["same_model"])
         assert got == (run["kind"], run["num_tokens"], run["num_prompt_tokens"], run["finish_reason"], "tiny-llama", True)
+    parents = {r["run_id"]: (r["parent_id"], r["fork_position"]) for r in body["runs"]}
+    assert parents[runs["fork"]["run_id"]] == (runs["gen"]["run_id"], runs["gen"]["num_prompt_tokens"] + 1)
+    assert parents[runs["gen"]["run_id"]] == parents[runs["score"]["run_id"]] == (None, None)
     titles = {r["run_id"]: r["title"] for r in body["runs"]}
     assert titles[runs["gen"]["run_id"]] == "Name a colour. </script> & <b>"  # the user's text
     assert titles[runs["score"]["run_id"]] == "The quick brown fox jumps."

@@ -113,3 +113,30 @@ def test_json_for_html_cannot_break_out_of_its_script_block():
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text) == data
     assert inline_script('x = "</SCRIPT>"; y = "</script"') == 'x = "<\\/SCRIPT>"; y = "<\\/script"'
+
+
+def test_forks_keep_their_parent_and_older_folders_gain_the_columns(tmp_path):
+    import sqlite3
+
+    hist = History(tmp_path / "new", 1 << 20)
+    hist.save(row(rid(1), 1.0), b"a")
+    hist.save(row(rid(2), 2.0) | {"kind": "fork", "parent_id": rid(1), "fork_position": 5}, b"b")
+    rows = {r["id"]: r for r in hist.list()[0]}
+    assert (rows[rid(2)]["parent_id"], rows[rid(2)]["fork_position"]) == (rid(1), 5)
+    assert (rows[rid(1)]["parent_id"], rows[rid(1)]["fork_position"]) == (None, None)
+    old = tmp_path / "old"
+    (old / "runs").mkdir(parents=True)
+    con = sqlite3.connect(old / "history.sqlite")  # the schema before forks were listed with parents
+    con.executescript("""CREATE TABLE runs (id TEXT PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL,
+        saved REAL NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL DEFAULT 'generate', num_tokens INTEGER NOT NULL,
+        num_prompt INTEGER NOT NULL, finish_reason TEXT NOT NULL, nbytes INTEGER NOT NULL);
+        INSERT INTO runs VALUES ('00000000000000aa', 'kept', 1.0, 1.0, 'm', 'generate', 3, 1, 'eos', 1);""")
+    con.commit()
+    con.close()
+    (old / "runs" / "00000000000000aa.llmvis").write_bytes(b"x")
+    reopened = History(old, 1 << 20)
+    listed = reopened.list()[0]
+    assert listed[0]["id"] == "00000000000000aa" and listed[0]["parent_id"] is None
+    reopened.save(row(rid(3), 3.0) | {"kind": "fork", "parent_id": "00000000000000aa", "fork_position": 2}, b"c")
+    assert reopened.get(rid(3))["parent_id"] == "00000000000000aa"
+    History(old, 1 << 20)  # opening again: the columns are there already
