@@ -188,7 +188,8 @@ def check_tensor_index(data: bytes, model_info: dict) -> int:
         _fail(f"lacks tensors {', '.join(missing)[:200]}")
     shapes = {}
     for name, entry in index.items():
-        if not isinstance(entry, dict) or entry.get("dtype") not in TENSOR_DTYPES[name]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) \
+                or entry["dtype"] not in TENSOR_DTYPES[name]:
             _fail(f"tensor {name} must be {' or '.join(sorted(TENSOR_DTYPES[name]))}")
         shape = entry.get("shape")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape):
@@ -313,8 +314,7 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
         _fail(f"field run.timing must be an object with at most {', '.join(sorted(TIMING_KEYS))}")
     for key, value in timing.items():
         _num(value, f"run.timing.{key}", lo=0, hi=1e12, optional=True)
-    if fields.get("kind", "generate") not in RUN_KINDS:
-        _fail(f"field run.kind must be one of {', '.join(sorted(RUN_KINDS))}")
+    _short_str(fields.get("kind", "generate"), "run.kind", RUN_KINDS)  # a string first: a list is unhashable
     links = fields.get("links", {})
     if not isinstance(links, dict) or not set(links) <= LINK_KEYS:
         _fail(f"field run.links must be an object with at most {', '.join(sorted(LINK_KEYS))}")

@@ -205,6 +205,15 @@ def _raw_with_meta(tensors, meta_obj) -> bytes:
     return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
+def _raw_dtype_list(bundle: bytes) -> bytes:
+    (n,) = struct.unpack("<Q", bundle[:8])
+    header = json.loads(bundle[8:8 + n])
+    header["stats.prob"]["dtype"] = ["F32"]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + bundle[8 + n:]
+
+
 def _variants(bundle):
     doc, tensors = _split(bundle)
 
@@ -243,6 +252,8 @@ def _variants(bundle):
         "unknown timing key": with_run(timing={"blob": 1}),
         "unknown finish reason": with_run(finish_reason="<img src=x onerror=alert(1)>"),
         "unknown param": with_run(params={"temperature": 0, "evil": "x"}),
+        "kind a list (unhashable; found by the fuzz test)": with_run(kind=[]),
+        "a tensor's dtype a list": _raw_dtype_list(bundle),
     }
 
 

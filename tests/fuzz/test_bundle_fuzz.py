@@ -1,8 +1,8 @@
 """Import fuzzing: bytes and header fields of a real bundle mutated by hypothesis. Never a 5xx,
 every refusal in the error shape, the server still serving, nothing left in the history by a
-refused bundle, and memory bounded."""
+refused bundle, and no memory kept once the accepted runs are dropped."""
+import gc
 import json
-import resource
 import struct
 
 import pytest
@@ -10,11 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmvis.core.config import ServerConfig
+from llmvis.engine.store import release_freed_memory
 from llmvis.engine.engine import Engine
 from llmvis.web.app import create_app
 
 pytestmark = pytest.mark.model
-EXAMPLES = 120
+EXAMPLES = int(__import__("os").environ.get("LLMVIS_FUZZ_EXAMPLES", "120"))
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,11 @@ def setup(default_lm, tmp_path_factory):
     run = client.post("/api/generate", json={"prompt": "Fuzz me.", "temperature": 0, "max_new_tokens": 4}).get_json()
     bundle = client.get(f"/api/runs/{run['run_id']}/export").data
     return eng, client, bundle
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
 def _header(bundle: bytes):
@@ -76,10 +82,12 @@ def mutated(draw, bundle: bytes):
 def test_mutated_bundles_never_answer_5xx(setup, assert_error):
     eng, client, bundle = setup
     rows_before = eng.history.list(1000)[1]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = rss_mb()
     accepted = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    # derandomized in CI (the same mutations every run); LLMVIS_FUZZ_SEED=random explores new ones
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              derandomize=__import__("os").environ.get("LLMVIS_FUZZ_SEED") != "random")
     @given(data=mutated(bundle))
     def one(data):
         resp = client.post("/api/import", data=data, content_type="application/octet-stream")
@@ -91,6 +99,7 @@ def test_mutated_bundles_never_answer_5xx(setup, assert_error):
                 r = client.get(path, query_string={"run_id": rid, **q})
                 assert r.status_code == 200, (path, r.get_json())
                 json.loads(r.get_data(as_text=True), parse_constant=lambda c: pytest.fail(f"{path} emitted {c}"))
+            eng.store.remove(rid)  # its history copy stays; memory measures what imports cost, not what they keep
         else:
             assert_error(resp, resp.status_code)
 
@@ -98,5 +107,7 @@ def test_mutated_bundles_never_answer_5xx(setup, assert_error):
     assert client.get("/api/model").status_code == 200  # still serving
     assert eng.history.list(1000)[1] == rows_before + len(accepted)  # refused bundles left no row
     assert len(list(eng.history.runs_dir.glob("*.llmvis"))) == rows_before + len(accepted)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    assert grown_mb < 1024, grown_mb  # peak RSS (KiB on Linux): no mutation blows memory up
+    gc.collect()
+    release_freed_memory()
+    kept_mb = rss_mb() - rss_before
+    assert kept_mb < 256, kept_mb  # what the imports leave behind once their runs are dropped: no leak
