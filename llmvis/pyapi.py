@@ -39,7 +39,7 @@ from llmvis.model.loading import load_model
 from llmvis.web import serialize
 from llmvis.web.notebook import InlineHTML, inline_view_html, trace_html
 from llmvis.web.share import share_html
-from llmvis.web.validate import parse_bool, parse_messages, parse_sampling
+from llmvis.web.validate import parse_bool, parse_head, parse_messages, parse_sampling
 
 _ENGINES: dict[tuple, object] = {}
 _LOCK = threading.Lock()
@@ -152,11 +152,7 @@ class Trace:
 
     def attention_row(self, position: int, head: int | str = "mean") -> dict:
         """Which earlier tokens `position` attends to in every layer, as GET /api/attention_row."""
-        head = head if isinstance(head, str) else int(head)
-        if isinstance(head, str) and head not in ("mean", "max"):
-            raise BadRequest("head", f"must be mean, max or an integer in [0, {self.engine.lm.num_heads - 1}], got {head!r}")
-        if not isinstance(head, str) and not 0 <= head < self.engine.lm.num_heads:
-            raise BadRequest("head", f"must be mean, max or an integer in [0, {self.engine.lm.num_heads - 1}], got {head}")
+        head = parse_head(head if isinstance(head, str) else str(int(head)), self.engine.lm.num_heads)
         row, took = self.engine.attention_row(self.run, int(position))
         return serialize.attention_row(self.engine, self.run, row, head, took)
 

@@ -92,6 +92,13 @@ def causal_attention_view(
     return out
 
 
+def pool_block(rows: int, cols: int, pool: int | None) -> tuple[int, int, int]:
+    """The tile side that fits a (rows, cols) matrix into at most pool x pool cells (1: no pooling),
+    and the pooled shape. Pure. -> (block, pooled rows, pooled cols)"""
+    block = max(1, -(-max(rows, cols) // pool)) if pool else 1
+    return block, -(-rows // block), -(-cols // block)
+
+
 def pool_matrix(m: torch.Tensor, block: int, mode: str = "max") -> torch.Tensor:
     """Downsample a (R, C) matrix by non-overlapping block x block tiles.
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from llmvis.core.attention import pool_matrix
+from llmvis.core.attention import pool_block, pool_matrix
 from llmvis.core.config import ServerConfig
 from llmvis.core.errors import BadRequest, Cancelled, GenerationFailed, PayloadTooLarge, RunExpired, RunFailed, RunNotFound
 from llmvis.core.heads import AttentionStats, RowAttention
@@ -340,9 +340,7 @@ class Engine:
             if not 0 <= lo < hi <= n:
                 name = end_name if 0 <= lo < n else start_name  # the bound that is wrong
                 raise BadRequest(name, f"window must satisfy 0 <= {start_name} < {end_name} <= {n}, got [{lo}, {hi})")
-        block = 1
-        if pool is not None:
-            block = max(1, -(-max(q1 - q0, k1 - k0) // pool))
+        block = pool_block(q1 - q0, k1 - k0, pool)[0]
         if head == "all":
             full = self.attention_heads(run, layer)  # (Hq, T, T) float16
             sub = full[:, q0:q1, k0:k1]  # (Hq, q, k)

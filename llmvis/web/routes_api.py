@@ -10,6 +10,7 @@ import threading
 import torch
 from flask import Blueprint, current_app, jsonify, request
 
+from llmvis.core.attention import pool_block
 from llmvis.core.errors import BadRequest, LlmvisError, PayloadTooLarge
 from llmvis.web import serialize
 from llmvis.web.context import engine, json_body, query_run
@@ -205,8 +206,8 @@ def attention():
         )
     if fmt == "json":  # refused before any work: a JSON matrix costs ~13 bytes and a Python float per cell
         q0, q1, k0, k1 = window or (0, n, 0, n)
-        block = max(1, -(-max(q1 - q0, k1 - k0) // pool)) if pool else 1
-        cells = -(-max(0, q1 - q0) // block) * -(-max(0, k1 - k0) // block) * (eng.lm.num_heads if head == "all" else 1)
+        _, rows, cols = pool_block(max(0, q1 - q0), max(0, k1 - k0), pool)
+        cells = rows * cols * (eng.lm.num_heads if head == "all" else 1)
         if cells > eng.config.max_json_cells:
             raise PayloadTooLarge(f"format: a {cells:,}-cell matrix is too large as JSON (limit "
                                   f"{eng.config.max_json_cells:,}); ask for format=f16, pool=N or a window")
