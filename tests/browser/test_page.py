@@ -6,6 +6,8 @@ page state: chips in the DOM, or the chart's data-rendered="<view>:<counter>" ho
 from __future__ import annotations
 
 import re
+import struct
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -149,6 +151,10 @@ def test_every_tab_renders_a_chart(page: Page, screenshot_dir):
         with page.expect_download() as dl:
             page.get_by_test_id("save-png").click()
         assert dl.value.suggested_filename.startswith(f"llmvis-{tab}") and dl.value.suggested_filename.endswith(".png")
+        png = Path(dl.value.path()).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", png[:16]  # a real PNG file, as an image viewer opens it
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+        assert width > 200 and height > 200, (width, height)
 
 
 def test_changing_layer_or_head_redraws_the_heatmap(page: Page):
