@@ -74,8 +74,11 @@ def test_import_export_share_and_svg(page: Page, tmp_path):
     req = urllib.request.Request(f"{page.base_url}/api/history/{run_id}", method="DELETE")
     assert json.loads(urllib.request.urlopen(req).read())["deleted"] is True
     page.get_by_test_id("import-file").set_input_files(str(bundle))
-    expect(item(page, run_id)).to_be_visible()
-    expect(page.get_by_test_id("conversation")).to_have_attribute("data-run-id", run_id)
+    # an import always gets a fresh id: wait for the page to show that run (not the deleted one,
+    # which the page still shows until then), so the next import never overlaps this one
+    expect(page.get_by_test_id("conversation")).not_to_have_attribute("data-run-id", run_id, timeout=60_000)
+    imported = current_run_id(page)
+    expect(item(page, imported)).to_be_visible()
     expect(page.get_by_test_id("error")).to_be_empty()
 
     # an unreadable file shows the server's clear error
