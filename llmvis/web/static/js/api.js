@@ -157,6 +157,10 @@ export function createApi({ base = '', cacheSize = 64, fetchImpl = (...args) => 
     attentionRow: (runId, position, head, opts) =>
       getJSON('/api/attention_row', { run_id: runId, position, head }, opts),
     segments: (runId, attention = 1, opts) => getJSON('/api/segments', { run_id: runId, attention }, opts),
+    // Explain a token (docs/EXPLAIN.md): params {run_id, position, target, contrast, ...}.
+    explainLogit: (params, opts) => getJSON('/api/explain/logit', params, opts),
+    explainInputs: (params, opts) => getJSON('/api/explain/inputs', params, opts),
+    explainFlow: (params, opts) => getJSON('/api/explain/flow', params, opts),
     // History (never cached: it changes under the page).
     history: (limit, opts) => request(`/api/history${queryString({ limit })}`, opts),
     renameHistory: (runId, title, opts) =>

@@ -10,6 +10,7 @@ import { createControls } from './controls.js';
 import { createConversation } from './conversation.js';
 import { createCoreViews } from './core.js';
 import { createEstimate } from './estimate.js';
+import { createExplain } from './explain.js';
 import { createI18n } from './i18n.js';
 import { createInsights } from './insights.js';
 import { createInteractive } from './interactive.js';
@@ -22,7 +23,7 @@ import { fmtNum, fmtProb, tokenLabels } from './tokens.js';
 import { el } from './util.js';
 
 // Feature factories, in registration order: it is the order of the tabs for the arrow keys.
-const FEATURES = [createControls, createEstimate, createCoreViews, createInsights, createInteractive, createKeeper];
+const FEATURES = [createControls, createEstimate, createCoreViews, createInsights, createInteractive, createKeeper, createExplain];
 
 /** Is the keyboard focus somewhere that wants arrow keys for itself? */
 function focusWantsArrows(target) {

@@ -43,5 +43,14 @@ export function initialState() {
     samplerTopN: 20, // candidates in the sampler view
     diffA: null, // run ids compared in the diff view
     diffB: null,
+    // ---- Explain tab (explain.js) ----
+    explainMode: 'logit', // 'logit' | 'inputs' | 'flow'
+    explainTarget: null, // token id explained at the selected position (null: the token there)
+    explainContrast: null, // token id of the contrast ("why not"), or null
+    explainMethod: 'grad_x_input', // input attribution: 'grad_x_input' | 'integrated_gradients' | 'value_norm' | 'direct'
+    explainSteps: 16, // integrated-gradients steps
+    explainThreshold: 0.05, // information-flow edge threshold
+    explainCandidates: null, // {runId, position, data}: /api/token_probs of the explained position
+    explainEdge: null, // the flow edge last clicked (named in the info line)
   };
 }
