@@ -24,6 +24,11 @@ from llmvis.core.lens import LENS_TOP_K, LensResult
 from llmvis.core.segments import think_segments
 from llmvis.core.tokens import Prompt, TokenTexts, build_prompt
 from llmvis.engine.decode import PROMPT_CHUNK, GenerationParams, decode
+from llmvis.engine.explain import (
+    FlowGraph, GradientAttribution, RowAttribution, check_target, flow_graph, gradient_at, input_embeddings,
+    row_attribution, score_at,
+)
+from llmvis.engine import intervene
 from llmvis.engine.jobs import Admission, FailedRun, Job, JobQueue, ReadJob, inherit_parent_steps
 from llmvis.engine.run import RUN_TOKEN_BYTES, Run, new_run_id
 from llmvis.engine.store import RunStore, release_freed_memory
@@ -33,7 +38,8 @@ from llmvis.model.introspect import eos_ids
 from llmvis.model.loading import LoadedModel
 
 log = logging.getLogger("llmvis.engine")
-MAX_CACHED_ROWS = 16   # query rows of all-layer attention kept per run
+MAX_CACHED_ROWS = 16   # query rows of all-layer attention kept per run (and explanations of each kind)
+MAX_IG_STEPS = 128     # integrated-gradients steps one request may ask for
 LENS_STEP = 64         # logit-lens positions computed per hold of the model lock (a generate waits at most one step)
 MAX_READ_JOBS = 64     # named view jobs remembered for progress queries
 StepCallback = Callable[[int, int, dict], None]  # (position, token id, scalar statistics)
@@ -299,11 +305,19 @@ class Engine:
             hit = compute() if complete is None else compute(hit)
             took = time.perf_counter() - t0
             run.view_cache[key] = hit
-            rows = [k for k in run.view_cache if k.startswith("row:")]
-            for old in rows[: max(0, len(rows) - MAX_CACHED_ROWS)]:
-                run.view_cache.pop(old, None)
+            self._trim_views(run, key)
         self.store.resize(run)
         return hit, took
+
+    @staticmethod
+    def _trim_views(run: Run, key: str) -> None:
+        """Per-position views (keys "kind:..."): keep the MAX_CACHED_ROWS most recent of each kind."""
+        if ":" not in key:
+            return
+        kind = key.split(":", 1)[0] + ":"
+        same = [k for k in run.view_cache if k.startswith(kind)]
+        for old in same[: max(0, len(same) - MAX_CACHED_ROWS)]:
+            run.view_cache.pop(old, None)
 
     def attention(self, run: Run, layer: int, head) -> torch.Tensor:
         """(T, T) float32 attention of one query head, or the mean / max over heads, of `layer`."""
@@ -428,10 +442,12 @@ class Engine:
         """The run's segments with <think> blocks tagged (idempotent)."""
         return think_segments(self.token_texts(run), list(run.segments))
 
-    def diff(self, run_a: Run, run_b: Run) -> dict:
+    def diff(self, run_a: Run, run_b: Run, align: str = "position") -> dict:
         """Alignment and per-position KL of two runs (llmvis.engine.views.diff_runs)."""
+        if align not in intervene.ALIGNS:
+            raise BadRequest("align", f"must be one of {', '.join(intervene.ALIGNS)}, got {str(align)[:40]!r}")
         with self.reads.slot(), self.lm.lock:
-            return diff_runs(self.lm.model, run_a, run_b)
+            return diff_runs(self.lm.model, run_a, run_b, align=align)
 
     def similarity(self, run: Run) -> torch.Tensor:
         """(L, T) cosine similarity of each token's state between consecutive layers (cached)."""
@@ -458,3 +474,202 @@ class Engine:
     def _check_layer(layer: int, hi: int) -> None:
         if not 0 <= layer <= hi:
             raise BadRequest("layer", f"must be in [0, {hi}], got {layer}")
+
+    # ---- explain (issue 14) --------------------------------------------------------
+    def explain_args(self, run: Run, position: int, target: int | None, contrast: int | None) -> tuple[int, int, int | None]:
+        """Validate an explain request: (query row, target id, contrast id or None).
+
+        position is the token explained (1 .. T-1), predicted from the state at position - 1."""
+        if not 1 <= position < run.num_tokens:
+            raise BadRequest("position", f"must be in [1, {run.num_tokens - 1}] (the token explained; "
+                                         f"position 0 has no prediction), got {position}")
+        if run.result.final_residual is None:
+            raise BadRequest("run_id", "this run has no final-norm input recorded, so it cannot be explained")
+        vocab = int(self.lm.config.vocab_size)
+        target = run.ids[position] if target is None else target
+        check_target(vocab, "target", target)
+        check_target(vocab, "contrast", contrast)
+        if contrast is not None and contrast == target:
+            raise BadRequest("contrast", "must differ from the target")
+        return position - 1, target, contrast
+
+    def explain_logit(self, run: Run, position: int, target: int | None = None,
+                      contrast: int | None = None) -> tuple[RowAttribution, float]:
+        """Direct logit attribution of the token at `position` (or `target`, minus `contrast`) to
+        the embedding, every query head and every MLP, plus value-norm and direct input
+        attribution of the same row (one pass over the layers; cached per query, target, contrast)."""
+        q, target, contrast = self.explain_args(run, position, target, contrast)
+        return self.cached_view(run, f"explain:{q}:{target}:{contrast}", lambda: row_attribution(
+            self.lm.model, run.hidden, run.result.final_residual, q, target, contrast))
+
+    def explain_gradients(self, run: Run, position: int, target: int | None = None, contrast: int | None = None,
+                          method: str = "grad_x_input", steps: int = 16,
+                          job_id: str | None = None) -> tuple[GradientAttribution, float]:
+        """Gradient × input (one backward pass) or integrated gradients (`steps` midpoints of the
+        straight path from the baseline, baseline_token()'s embedding at every position) of the
+        target logit (difference) at row position - 1.
+
+        The model lock is held one pass at a time, so a generation waits at most one step; with
+        job_id the passes are a job its client can follow and cancel."""
+        q, target, contrast = self.explain_args(run, position, target, contrast)
+        if method not in ("grad_x_input", "integrated_gradients"):
+            raise BadRequest("method", f"must be grad_x_input or integrated_gradients, got {method!r}")
+        if method == "grad_x_input":
+            steps = 1
+        elif not 1 <= steps <= MAX_IG_STEPS:
+            raise BadRequest("steps", f"must be in [1, {MAX_IG_STEPS}], got {steps}")
+        key = f"grad:{method}:{q}:{target}:{contrast}:{steps}"
+        hit = run.view_cache.get(key)
+        if hit is not None:
+            return hit, 0.0
+        job = self._start_read_job(job_id, method, run, steps)
+        model = self.lm.model
+        t0 = time.perf_counter()
+        base_id = self.baseline_token() if method == "integrated_gradients" else None
+        try:
+            with self.reads.slot():
+                with self.lm.lock:
+                    x = input_embeddings(model, run.ids[: q + 1])  # (1, q+1, H)
+                    b = input_embeddings(model, [base_id] * (q + 1)) if method == "integrated_gradients" else None
+                total = torch.zeros(x.shape[1], x.shape[2])
+                value = base = None
+                for k in range(steps):
+                    if job is not None and job.cancel.is_set():
+                        job.status = "cancelled"
+                        raise Cancelled(f"job_id: job {job.id} was cancelled after {job.done} of {job.total} steps")
+                    point = x if b is None else b + ((k + 0.5) / steps) * (x - b)  # midpoints of the straight path
+                    with self.lm.lock:
+                        grad, f = gradient_at(model, point, target, contrast)
+                    total += grad
+                    if b is None:
+                        value = f
+                    if job is not None:
+                        job.done = k + 1
+                delta = x if b is None else x - b
+                if b is not None:
+                    with self.lm.lock:
+                        value = score_at(model, x, target, contrast)
+                        base = score_at(model, b, target, contrast)
+                scores = (delta[0].float().cpu() * (total / steps)).sum(-1).numpy()
+        except Exception:
+            if job is not None and job.status == "running":
+                job.status = "failed"
+            raise
+        result = GradientAttribution(method, q, target, contrast, scores, steps, float(value), base,
+                                     base_id if method == "integrated_gradients" else None)
+        run.view_cache[key] = result
+        self._trim_views(run, key)
+        self.store.resize(run)
+        if job is not None:
+            job.status = "done"
+        return result, time.perf_counter() - t0
+
+    def baseline_token(self) -> int:
+        """The integrated-gradients baseline token: the tokenizer's EOS, else BOS, else pad, skipping
+        any whose embedding row is zero (a padding_idx row), else the first non-zero row.
+
+        Not the all-zero embedding: RMS norms make f(alpha·x) nearly constant but for a jump near
+        alpha = 0, so a zero baseline's Riemann sum converges badly (docs/EXPLAIN.md)."""
+        tok = self.lm.tokenizer
+        with self.lm.lock:
+            rows = self.lm.model.get_input_embeddings().weight
+            vocab = int(rows.shape[0])
+            for value in (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id):
+                if isinstance(value, int) and 0 <= value < vocab and bool(rows[value].detach().abs().sum() > 0):
+                    return value
+            nonzero = torch.nonzero(rows.detach().abs().sum(-1) > 0).flatten()
+            return int(nonzero[0]) if len(nonzero) else 0
+
+    def explain_flow(self, run: Run, position: int, threshold: float = 0.05) -> tuple[FlowGraph, float]:
+        """The information-flow graph of the prediction of the token at `position` (cached per threshold)."""
+        q, _, _ = self.explain_args(run, position, None, None)
+        if not 0.0 < threshold <= 1.0:
+            raise BadRequest("threshold", f"must be in (0, 1], got {threshold}")
+        return self.cached_view(run, f"flow:{q}:{threshold:.6g}", lambda: flow_graph(
+            self.lm.model, run.hidden, run.result.final_residual, q, threshold))
+
+    # ---- interventions (issue 15) --------------------------------------------------
+    # Thin: the work is in llmvis.engine.intervene (validation, hooks, runs, effects, sweeps).
+    def intervention_dims(self) -> dict:
+        return {k: self.lm.info()[k] for k in ("num_layers", "num_heads", "num_kv_heads", "hidden_size", "vocab_size")}
+
+    def ablate(self, parent: Run, targets: list, mode: str = "zero", free: bool = False) -> Run:
+        """A linked run of kind "intervention": `parent` re-run with query heads, KV groups, MLPs
+        or attention layers set to zero or to their mean over the parent's positions."""
+        spec = intervene.check_ablation({"type": "ablate", "mode": mode, "free": free, "targets": targets},
+                                        self.intervention_dims())
+        return intervene.run_intervention(self, parent, spec,
+                                          lambda model: intervene.ablation_hooks(model, spec, parent.ids))
+
+    def steer(self, parent: Run, layer: int, vector: dict, alphas: list, from_position: int | None = None,
+              free: bool = True, normalize: bool = False) -> tuple[dict, list[Run]]:
+        """One linked run per alpha: alpha * v added to the residual stream at `layer` from
+        `from_position` on (default: the last prompt token). Returns (the vector's summary, runs)."""
+        dims = self.intervention_dims()
+        intervene.check_steer_request(layer, alphas, from_position, parent.num_tokens, dims)
+        fp = max(0, parent.num_prompt - 1) if from_position is None else from_position
+        with self.reads.slot(), self.lm.lock:
+            vec = intervene.steering_vector(self.lm.model, self.lm.tokenizer, layer, vector, dims)
+        values, summary = intervene.finish_vector(vec, normalize)
+        runs = []
+        for alpha in alphas:
+            spec = intervene.check_steering({"type": "steer", "layer": layer, "alpha": alpha, "from_position": fp,
+                                             "free": free, "vector": summary | {"values": values}}, dims)
+            runs.append(intervene.run_intervention(self, parent, spec, lambda model, s=spec: intervene.steering_hooks(s)))
+        return summary | {"layer": layer}, runs
+
+    def intervention_effects(self, run: Run, align: str = "auto", top: int = 10) -> dict:
+        """Per position: the parent token's log-prob change and KL(parent || intervened); the top."""
+        if run.kind != "intervention" or "parent_id" not in run.links:
+            raise BadRequest("run_id", f"run {run.id} is not an intervention run")
+        if align not in intervene.ALIGNS:
+            raise BadRequest("align", f"must be one of {', '.join(intervene.ALIGNS)}, got {str(align)[:40]!r}")
+        if not 1 <= top <= 100:
+            raise BadRequest("top", f"must be in [1, 100], got {top}")
+        parent = self.get_run(run.links["parent_id"], "parent_id")
+        with self.reads.slot(), self.lm.lock:
+            out = intervene.effects(self.lm.model, parent, run, align, top)
+        return {"run_id": run.id, "parent_id": parent.id, "intervention": run.links.get("intervention")} | out
+
+    def tokenize(self, text: str, use_chat_template: bool = False, system: str | None = None) -> Prompt:
+        """A text as POST /api/tokenize and the patching texts tokenize it."""
+        prompt = intervene.plain_prompt_ids(self.lm.tokenizer, text, use_chat_template, system)
+        if len(prompt.ids) > self.max_context:
+            raise BadRequest("text", f"is {len(prompt.ids)} tokens, longer than the model's context of {self.max_context}")
+        return prompt
+
+    def single_token(self, value, field_name: str) -> int:
+        """A token id, or a string that encodes to exactly one token."""
+        return intervene.single_token(self.lm.tokenizer, value, int(self.lm.config.vocab_size), field_name)
+
+    def patch(self, clean_ids: list[int], corrupted_ids: list[int], metric: dict, sweep: str,
+              head_position="all", job_id: str | None = None, owner: str = "") -> dict:
+        """An activation patching sweep (llmvis.engine.intervene.patch_sweep), as a job with
+        progress (`read_job`) and cancel (`cancel`) when job_id is given."""
+        metric, head_position = intervene.check_patch(clean_ids, corrupted_ids, metric, sweep, head_position,
+                                                      self.intervention_dims())
+        if metric["type"] == "logprob" and metric.get("token") is None:
+            with self.reads.slot(), self.lm.lock:
+                metric["token"] = intervene.top_token(self.lm.model, clean_ids[: metric["position"] + 1])
+        n_layers = self.lm.num_layers
+        total = n_layers * (len(clean_ids) if sweep == "residual" else self.lm.num_heads)
+        job = None
+        if job_id is not None:  # a named job: progress in read_job, stop with cancel
+            job = ReadJob(job_id, "patch", owner, total)
+            with self._read_jobs_lock:
+                old = self.read_jobs.get(job_id)
+                if old is not None and old.status == "running":
+                    raise BadRequest("job_id", f"job {job_id} is already running")
+                self.read_jobs[job_id] = job
+                while len(self.read_jobs) > MAX_READ_JOBS:
+                    self.read_jobs.pop(next(iter(self.read_jobs)))
+        try:
+            with self.reads.slot():
+                out = intervene.patch_sweep(self, clean_ids, corrupted_ids, metric, sweep, head_position, job)
+        except Exception:
+            if job is not None and job.status == "running":
+                job.status = "failed"
+            raise
+        if job is not None:
+            job.status = "done"
+        return out | {"metric": metric, "head_position": head_position if sweep == "heads" else None}

@@ -23,6 +23,11 @@ CAPTURE_KEY = "llmvis_capture"
 _capture = threading.local()
 
 
+class _Captured(Exception):
+    """Raised by the capture function once it has what it needs, so the layer skips its output
+    projection over every row (caught in layer_attention_values, never seen outside)."""
+
+
 def _capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Attention 'implementation' that records softmax(q k^T) and skips the value product.
 
@@ -33,6 +38,10 @@ def _capture_attention(module, query, key, value, attention_mask, scaling=None, 
     window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     softcap = kwargs.get("softcap") or getattr(getattr(module, "config", None), "attn_logit_softcapping", None)
     out_dtype = getattr(_capture, "out_dtype", torch.float32)
+    value_reducer = getattr(_capture, "value_reducer", None)
+    if value_reducer is not None:  # (q, k, v) wanted; the layer's output projection is skipped
+        _capture.weights = value_reducer(query[0], key[0], value[0], scale, softcap, window)
+        raise _Captured
     reducer = getattr(_capture, "reducer", None)
     if reducer is not None:  # a caller that wants less than the full (Hq, T, T) matrix
         _capture.weights = reducer(query[0], key[0], scale, softcap, window)
@@ -62,6 +71,7 @@ def capture_mode(model):
         _capture.weights = None
         _capture.out_dtype = torch.float32
         _capture.reducer = None
+        _capture.value_reducer = None
 
 
 def _rotary_for_layer(base, layer_idx: int, x: torch.Tensor, position_ids: torch.Tensor):
@@ -123,3 +133,27 @@ def layer_attention_rows(model, hidden_in: torch.Tensor, layer_idx: int, rows, o
         return causal_attention_rows(q, k, rows_t, scale, softcap=softcap, sliding_window=window, out_dtype=out_dtype)
 
     return layer_attention_reduce(model, hidden_in, layer_idx, reducer).cpu()
+
+
+def layer_attention_values(model, hidden_in: torch.Tensor, layer_idx: int, reducer):
+    """Run one layer's attention from its input states and hand (q, k, v) to `reducer`.
+
+    reducer(query (Hq, T, d), key (Hkv, T, d), value (Hkv, T, d), scaling, softcap, sliding_window)
+    -> anything; its result is returned. The layer stops right after its attention function:
+    its output projection is not applied to the T rows (llmvis.engine.explain applies it to the
+    rows it needs, head by head).
+    """
+    base = model.get_decoder()
+    layer = base.layers[layer_idx]
+    x = hidden_in.to(device_of(layer)).unsqueeze(0)  # (1, T, H)
+    position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+    with torch.inference_mode(), capture_mode(model):
+        _capture.value_reducer = reducer
+        cos_sin = _rotary_for_layer(base, layer_idx, x, position_ids)
+        normed = layer.input_layernorm(x)
+        try:
+            layer.self_attn(hidden_states=normed, position_embeddings=cos_sin, attention_mask=None,
+                            position_ids=position_ids)
+        except _Captured:
+            return _capture.weights
+    raise RuntimeError(f"layer {layer_idx}'s attention did not call its attention function")

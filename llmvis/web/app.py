@@ -13,6 +13,7 @@ from llmvis.web.context import ENGINE_KEY
 from llmvis.web.errors import error_response, register_errors
 from llmvis.web.guard import install_guard
 from llmvis.web.routes_api import api
+from llmvis.web.routes_explain import explain_api
 from llmvis.web.routes_history import history_api
 from llmvis.web.routes_insights import insights_api
 
@@ -35,6 +36,7 @@ def create_app(engine_obj, config=None) -> Flask:
     app.register_blueprint(api)           # generation, forks, scoring, diff, core views (routes_api.py)
     app.register_blueprint(insights_api)  # logit lens, attention insights, segments (routes_insights.py)
     app.register_blueprint(history_api)   # history, export/share, import (routes_history.py)
+    app.register_blueprint(explain_api)   # logit attribution, input attribution, information flow (routes_explain.py)
     register_errors(app)
 
     @app.get("/")

@@ -23,6 +23,12 @@ def _resp(ok_schema: dict, *codes: int, ok_type: str = "application/json") -> di
 
 
 RUN_ID = _q("run_id", {"type": "string", "maxLength": 64}, True, "id returned by /api/generate")
+EXPLAIN_PARAMS = [
+    RUN_ID,
+    _q("position", {"type": "integer", "minimum": 1}, True, "the token explained, predicted from the state at position - 1"),
+    _q("target", {"type": "integer", "minimum": 0}, description="token id to explain (default: the token at position)"),
+    _q("contrast", {"type": "integer", "minimum": 0}, description="explain logit[target] - logit[contrast]"),
+]
 GENERATE_BODY = {
     "type": "object",
     "properties": {
@@ -196,6 +202,34 @@ PATHS = {
         "parameters": [RUN_ID, _q("attention", {"type": "string", "enum": ["0", "1"], "default": "1"},
                                   description="0 = segments only, no attention statistics")],
         "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/explain/logit": {"get": {
+        "summary": "Direct logit attribution of one token to the embedding, each query head, each output bias "
+                   "and each MLP, read through the final norm at the query row's fixed scale (docs/EXPLAIN.md)",
+        "parameters": EXPLAIN_PARAMS,
+        "responses": _resp({"type": "object", "required": ["logit", "embedding", "heads", "o_bias", "attention", "mlp",
+                                                            "total", "gap", "softcap", "target", "contrast"]},
+                           400, 404, 409, 503),
+    }},
+    "/api/explain/inputs": {"get": {
+        "summary": "Input attribution of one prediction over the tokens 0..position-1: gradient x input, "
+                   "integrated gradients (with completeness), value-norm attention or the direct logit part per source",
+        "parameters": EXPLAIN_PARAMS + [
+            _q("method", {"type": "string", "enum": ["grad_x_input", "integrated_gradients", "value_norm", "direct"],
+                          "default": "grad_x_input"}),
+            _q("steps", {"type": "integer", "minimum": 1, "maximum": 128, "default": 16},
+               description="integrated-gradients steps"),
+            _q("job_id", {"type": "string", "maxLength": 64},
+               description="run the gradient methods as a named job: GET /api/jobs/{job_id}, POST /api/cancel"),
+        ],
+        "responses": _resp({"type": "object", "required": ["method", "scores", "tokens"]}, 400, 404, 409, 503),
+    }},
+    "/api/explain/flow": {"get": {
+        "summary": "Information-flow graph of one prediction: (layer, position) nodes, attention / residual / MLP "
+                   "edges normalised per receiving node, pruned at threshold",
+        "parameters": [RUN_ID, _q("position", {"type": "integer", "minimum": 1}, True),
+                       _q("threshold", {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.05})],
+        "responses": _resp({"type": "object", "required": ["nodes", "edges", "tokens"]}, 400, 404, 409, 503),
     }},
     "/api/openapi.json": {"get": {"summary": "This document", "parameters": [],
                                   "responses": _resp({"type": "object"})}},

@@ -273,3 +273,68 @@ def history_row(eng, row: dict) -> dict:
         "parent_id": row.get("parent_id"), "fork_position": row.get("fork_position"),  # forks: where they branch
         "same_model": row["model"] == eng.lm.name,
     }
+
+
+# ---- explain (docs/EXPLAIN.md) ----------------------------------------------------------------
+def _token_ref(eng, token_id: int | None) -> dict | None:
+    if token_id is None:
+        return None
+    return {"id": int(token_id), "text": eng.texts.texts([int(token_id)])[0]}
+
+
+def _explain_head(eng, run, position: int, query: int, target: int, contrast: int | None) -> dict:
+    return {"run_id": run.id, "position": position, "query_position": query,
+            "target": _token_ref(eng, target), "contrast": _token_ref(eng, contrast)}
+
+
+def explain_logit(eng, run, position: int, attr, took: float) -> dict:
+    """GET /api/explain/logit: the direct logit attribution of one token."""
+    d = attr.direction
+    total = attr.total
+    heads = int(attr.heads.shape[1])
+    return _explain_head(eng, run, position, attr.query, attr.target, attr.contrast) | {
+        "logit": d.logit, "softcap": d.softcap, "lm_bias": d.bias,
+        "embedding": round(attr.embedding, 7),
+        "heads": float_lists(attr.heads, 7), "o_bias": float_lists(attr.o_bias, 7),
+        "attention": float_lists(attr.attention, 7), "mlp": float_lists(attr.mlp, 7),
+        "num_layers": int(attr.heads.shape[0]), "num_heads": heads,
+        "kv_group": kv_groups(heads, int(eng.lm.num_kv_heads)),
+        "total": total, "gap": abs(total - d.logit),
+        "norm": "final norm scale of the query row held fixed (no centring: RMS norm)",
+        "compute_s": round(took, 4),
+    }
+
+
+def explain_inputs(eng, run, position: int, method: str, attr, took: float) -> dict:
+    """GET /api/explain/inputs: scores of the tokens 0..q for one prediction."""
+    q = attr.query
+    out = _explain_head(eng, run, position, q, attr.target, attr.contrast) | {
+        "method": method, "tokens": eng.token_texts(run)[: q + 1], "compute_s": round(took, 4),
+    }
+    if method in ("value_norm", "direct"):
+        layers = attr.value_norm if method == "value_norm" else attr.direct  # (L, q+1)
+        if method == "value_norm":
+            sums = layers.sum(1, keepdims=True)
+            layers = layers / np.where(sums > 0, sums, 1.0)  # each layer sums to 1
+            scores = layers.mean(0)
+        else:
+            scores = layers.sum(0)  # sums to the heads' part of the direct logit attribution
+        return out | {"scores": float_lists(scores, 7), "layers": float_lists(layers, 6), "steps": None}
+    out |= {"scores": float_lists(attr.scores, 7), "steps": attr.steps, "value": attr.value}
+    if method == "integrated_gradients":
+        s = float(attr.scores.sum())
+        expected = attr.value - attr.baseline_value
+        out["completeness"] = {"sum": s, "expected": expected, "gap": abs(s - expected),
+                               "baseline": _token_ref(eng, attr.baseline_id)}
+    return out
+
+
+def explain_flow(eng, run, position: int, graph, took: float) -> dict:
+    """GET /api/explain/flow: the pruned information-flow graph of one prediction."""
+    return {"run_id": run.id, "position": position, "query_position": graph.query, "threshold": graph.threshold,
+            "num_layers": int(eng.lm.num_layers),
+            "nodes": [{"layer": layer, "position": pos} for layer, pos in graph.nodes],
+            "edges": [e | {"weight": round(e["weight"], 6),
+                           "head_weight": None if e["head_weight"] is None else round(e["head_weight"], 4)}
+                      for e in graph.edges],
+            "tokens": eng.token_texts(run)[: graph.query + 1], "compute_s": round(took, 4)}

@@ -172,3 +172,17 @@ def parse_head(raw: str | None, num_heads: int, allow_all: bool = False):
     if not 0 <= head < num_heads:
         raise BadRequest("head", f"must be mean, max or an integer in [0, {num_heads - 1}], got {head}")
     return head
+
+
+def query_float(args, name: str, *, default: float, lo: float, hi: float) -> float:
+    """A finite float query parameter within (lo, hi] (exclusive low bound, inclusive high)."""
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw[:40])
+    except ValueError:
+        raise BadRequest(name, f"must be a number, got {raw[:40]!r}") from None
+    if not math.isfinite(value) or not lo < value <= hi:
+        raise BadRequest(name, f"must be in ({lo}, {hi}], got {raw[:40]!r}")
+    return value

@@ -20,6 +20,8 @@ COVERED = {
     ("/api/logit_lens", "get"): "test_insights", ("/api/attention_insights", "get"): "test_insights",
     ("/api/attention_row", "get"): "test_insights", ("/api/segments", "get"): "test_insights",
     ("/api/jobs/{job_id}", "get"): "test_insights",
+    ("/api/explain/logit", "get"): "test_explain", ("/api/explain/inputs", "get"): "test_explain",
+    ("/api/explain/flow", "get"): "test_explain",
     ("/api/history", "get"): "test_history", ("/api/history/{run_id}", "patch"): "test_history",
     ("/api/history/{run_id}", "delete"): "test_history", ("/api/runs/{run_id}/export", "get"): "test_history",
     ("/api/runs/{run_id}/share", "get"): "test_history", ("/api/import", "post"): "test_history",
