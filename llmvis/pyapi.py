@@ -211,11 +211,15 @@ class Trace:
         """Jupyter shows a Trace as a summary line and its tokens coloured by probability."""
         return trace_html(self.engine, self.run)
 
-    def show(self, view: str = "attention", layers: list[int] | None = None, height: int = 720) -> InlineHTML:
+    def show(self, view: str = "attention", layers: list[int] | None = None, height: int = 720,
+             position: int | None = None) -> InlineHTML:
         """The offline viewer (the Share HTML) inline in a notebook, opened at `view`: tokens,
-        probs, entropy or attention (`layers`: up to 8, default first, middle, last). No server,
-        no network: a sandboxed iframe. Display it by making it a cell's last expression."""
-        return InlineHTML(inline_view_html(self.engine, self.run, view, layers, height))
+        probs, entropy, attention (`layers`: up to 8, default first, middle, last), lens (the
+        logit lens of the last 128 positions), heads (entropy, sink and previous-token share of
+        every head) or explain (the direct logit attribution of the token at `position`, default
+        the first generated one). No server, no network: a sandboxed iframe. Display it by making
+        it a cell's last expression."""
+        return InlineHTML(inline_view_html(self.engine, self.run, view, layers, height, position))
 
     def __repr__(self) -> str:
         gen = self.run.num_tokens - self.run.num_prompt

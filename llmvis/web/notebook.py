@@ -13,9 +13,10 @@ import math
 from llmvis.core.errors import BadRequest
 from llmvis.core.metrics import score_summary
 from llmvis.web import serialize
-from llmvis.web.share import parse_layers, share_html
+from llmvis.web.share import EXTRA_VIEWS, parse_layers, share_html
 
-VIEWS = {"tokens": "tokens", "probs": "candidates", "entropy": "confidence", "attention": "attention"}
+VIEWS = {"tokens": "tokens", "probs": "candidates", "entropy": "confidence", "attention": "attention",
+         "lens": "lens", "heads": "heads", "explain": "explain"}  # view -> the viewer's section
 ALTERNATIVES = 5   # per token, in its tooltip
 MAX_CHIPS = 2000   # longer runs show their first chips and say how many are left out
 
@@ -65,15 +66,23 @@ def trace_html(eng, run) -> str:
             f'<div>{"".join(chips)}</div>{more}</div>')
 
 
-def inline_view_html(eng, run, view: str = "attention", layers: list[int] | None = None, height: int = 720) -> str:
+def inline_view_html(eng, run, view: str = "attention", layers: list[int] | None = None, height: int = 720,
+                     position: int | None = None) -> str:
     """The share viewer for `run`, opened at `view`, in a sandboxed iframe (scripts only: no
-    same-origin access to the notebook, no network)."""
-    if view not in VIEWS:
+    same-origin access to the notebook, no network). `position`: the token view="explain" explains."""
+    if not isinstance(view, str) or view not in VIEWS:
         raise BadRequest("view", f"must be one of {', '.join(VIEWS)} (the offline viewer's views), got {str(view)[:40]!r}")
     if not isinstance(height, int) or not 200 <= height <= 4000:
         raise BadRequest("height", f"must be an integer in [200, 4000], got {height!r}")
+    if position is not None:
+        if view != "explain":
+            raise BadRequest("position", f"only view='explain' takes a position, not view={view!r}")
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position < run.num_tokens:
+            raise BadRequest("position", f"must be an integer in [1, {run.num_tokens - 1}] (the token explained), "
+                                         f"got {str(position)[:40]!r}")
     layers = parse_layers(None, eng.lm.num_layers) if layers is None else layers
-    page = share_html(eng, run, layers, focus=VIEWS[view])
+    extra = [view] if view in EXTRA_VIEWS else []  # computed only for the view that shows them
+    page = share_html(eng, run, layers, focus=VIEWS[view], views=extra, position=position)
     return (f'<iframe class="llmvis-view" sandbox="allow-scripts" srcdoc="{html.escape(page, quote=True)}" '
             f'style="width: 100%; height: {height}px; border: 1px solid #232a33; border-radius: 6px;"></iframe>')
 
