@@ -426,6 +426,10 @@
         if (Math.abs(v) > max) max = Math.abs(v);
       });
     }
+    // One part (often the last MLP) can dwarf the rest: the colours saturate at the 98th
+    // percentile of |part|, so the smaller parts stay readable (labels and tooltips keep the values).
+    const mags = cells.map((c) => Math.abs(c[2])).sort((u, v) => u - v);
+    const span = mags[Math.floor(0.98 * (mags.length - 1))] || max || 1;
     explainChart.setOption({
       animation: false,
       grid: { left: 56, right: 90, top: 12, bottom: 48 },
@@ -444,7 +448,7 @@
         nameLocation: 'middle', nameGap: 36, nameRotate: 90, nameTextStyle: { color: MUTED }, axisLabel: { color: MUTED },
       },
       visualMap: {
-        min: -(max || 1), max: max || 1, calculable: true, precision: 2, right: 0, top: 'middle',
+        min: -span, max: span, calculable: true, precision: 2, right: 0, top: 'middle',
         inRange: { color: ['#3b82f6', '#1e3a5f', '#161b22', '#6b2a2a', '#f7768e'] }, textStyle: { color: MUTED },
       },
       series: [{
