@@ -162,6 +162,34 @@ class Trace:
         coords, variance, fit_start = self.engine.projection(self.run, layer)
         return serialize.projection(self.engine, self.run, layer, "pca", coords, variance, fit_start)
 
+    def explain(self, position: int, target: int | None = None, contrast: int | None = None,
+                method: str = "logit", steps: int = 16, threshold: float = 0.05) -> dict:
+        """Why the token at `position` (or `target`, rather than `contrast`) was predicted, as the
+        GET /api/explain/* answers (docs/EXPLAIN.md). method: "logit" (direct logit attribution
+        to the embedding, every head and MLP), "grad_x_input", "integrated_gradients" (`steps`),
+        "value_norm", "direct" (input attribution over the earlier tokens) or "flow" (the
+        information-flow graph pruned at `threshold`).
+
+            run.explain(5, contrast=run.token_probs(5)["candidates"][1]["id"])["heads"]
+        """
+        eng, run, position = self.engine, self.run, int(position)
+        target = None if target is None else int(target)
+        contrast = None if contrast is None else int(contrast)
+        if method == "logit":
+            attr, took = eng.explain_logit(run, position, target, contrast)
+            return serialize.explain_logit(eng, run, position, attr, took)
+        if method in ("value_norm", "direct"):
+            attr, took = eng.explain_logit(run, position, target, contrast)
+            return serialize.explain_inputs(eng, run, position, method, attr, took)
+        if method in ("grad_x_input", "integrated_gradients"):
+            attr, took = eng.explain_gradients(run, position, target, contrast, method, int(steps))
+            return serialize.explain_inputs(eng, run, position, method, attr, took)
+        if method == "flow":
+            graph, took = eng.explain_flow(run, position, float(threshold))
+            return serialize.explain_flow(eng, run, position, graph, took)
+        raise BadRequest("method", "must be logit, grad_x_input, integrated_gradients, value_norm, direct or flow, "
+                                   f"got {method!r}")
+
     # ---- files -------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the run as a `.llmvis` bundle (what `llmvis show` and the page's import read)."""

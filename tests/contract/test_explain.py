@@ -251,3 +251,20 @@ def test_bad_input_is_a_clear_400(client, run, assert_error, path, query, field)
 def test_unknown_run_is_404(client, assert_error):
     for path in ("/api/explain/logit", "/api/explain/inputs", "/api/explain/flow"):
         assert_error(client.get(path, query_string={"run_id": "0" * 16, "position": 1}), 404, "run_id")
+
+
+def test_the_python_api_answers_what_the_http_api_answers(client, engine, run):
+    from llmvis.pyapi import Trace
+
+    trace = Trace(engine, engine.get_run(run["run_id"]))
+    rid = run["run_id"]
+    drop = lambda d: {k: v for k, v in d.items() if k != "compute_s"}  # noqa: E731
+    assert drop(trace.explain(POS, contrast=5)) == drop(get(client, "/api/explain/logit", run_id=rid, position=POS,
+                                                            contrast=5))
+    for method in ("grad_x_input", "integrated_gradients", "value_norm", "direct"):
+        api = get(client, "/api/explain/inputs", run_id=rid, position=POS, method=method, steps=4)
+        assert drop(trace.explain(POS, method=method, steps=4)) == drop(api), method
+    assert drop(trace.explain(POS, method="flow", threshold=0.1)) == drop(
+        get(client, "/api/explain/flow", run_id=rid, position=POS, threshold=0.1))
+    with pytest.raises(Exception, match="method"):
+        trace.explain(POS, method="shap")
