@@ -9,7 +9,7 @@
 """
 
 __version__ = "0.1.0"
-__all__ = ["trace", "score", "score_many", "load", "Trace", "__version__"]
+__all__ = ["trace", "score", "score_many", "load", "patch", "Trace", "__version__"]
 
 
 def trace(prompt=None, model="default", **options):
@@ -38,6 +38,14 @@ def load(path, model=None, device="auto", dtype="auto"):
     from llmvis import pyapi  # lazy, as above
 
     return pyapi.load(path, model, device, dtype)
+
+
+def patch(clean, corrupted, metric, **options):
+    """An activation patching sweep between a clean and a corrupted Trace or text, as POST
+    /api/intervene/patch answers it; see llmvis.pyapi.patch."""
+    from llmvis import pyapi  # lazy, as above
+
+    return pyapi.patch(clean, corrupted, metric, **options)
 
 
 def __getattr__(name):

@@ -190,6 +190,42 @@ class Trace:
         raise BadRequest("method", "must be logit, grad_x_input, integrated_gradients, value_norm, direct or flow, "
                                    f"got {method!r}")
 
+    # ---- interventions (issue 15; docs/INTERVENE.md) ------------------------------
+    def ablate(self, heads=(), kv_groups=(), mlp=(), attention=(), mode: str = "zero", free: bool = False) -> "Trace":
+        """Re-run this run with query heads [(layer, head)], KV groups [(layer, group)], MLPs
+        [layer] or attention layers [layer] set to zero or to their mean over this run's
+        positions; teacher-forced (free=False) or free. A linked Trace of kind "intervention",
+        as POST /api/intervene/ablate makes it."""
+        targets = ([{"kind": "head", "layer": int(l), "head": int(h)} for l, h in heads]
+                   + [{"kind": "kv_group", "layer": int(l), "group": int(g)} for l, g in kv_groups]
+                   + [{"kind": "mlp", "layer": int(l)} for l in mlp]
+                   + [{"kind": "attention", "layer": int(l)} for l in attention])
+        return Trace(self.engine, self.engine.ablate(self.run, targets, mode, bool(free)))
+
+    def effects(self, align: str = "auto", top: int = 10) -> dict:
+        """For an intervention Trace: per position, the parent token's log-prob change and
+        KL(parent || intervened), and the most affected positions (GET /api/intervene/effects)."""
+        return serialize.effects(self.engine, self.engine.intervention_effects(self.run, align, int(top)))
+
+    def steer(self, layer: int, vector, alpha, from_position: int | None = None, free: bool = True,
+              normalize: bool = False):
+        """Generate with alpha * vector added to the residual stream at `layer` from `from_position`
+        on (default: the last prompt token). vector: hidden_size numbers, a token id, a one-token
+        string, or a dict as the API's `vector`. A linked Trace, or a list of them when alpha is a list."""
+        if isinstance(vector, dict):
+            spec = dict(vector)
+        elif isinstance(vector, (int, np.integer)) and not isinstance(vector, bool):
+            spec = {"source": "token", "token_id": int(vector)}
+        elif isinstance(vector, str):
+            spec = {"source": "token", "token": vector}
+        else:
+            spec = {"source": "raw", "values": [float(x) for x in np.asarray(vector, dtype=np.float64).ravel()]}
+        many = isinstance(alpha, (list, tuple, np.ndarray))
+        alphas = [float(a) for a in (alpha if many else [alpha])]
+        _, runs = self.engine.steer(self.run, int(layer), spec, alphas, from_position, bool(free), bool(normalize))
+        traces = [Trace(self.engine, r) for r in runs]
+        return traces if many else traces[0]
+
     # ---- files -------------------------------------------------------------------
     def save(self, path) -> Path:
         """Write the run as a `.llmvis` bundle (what `llmvis show` and the page's import read)."""
@@ -372,6 +408,28 @@ def score_many(texts, model: str = "default", *, use_chat_template: bool = False
             raise LlmvisError("as_dataframe=True needs pandas (pip install pandas)") from None
         return results
     return pandas.DataFrame(results)
+
+
+def patch(clean, corrupted, metric: dict, sweep: str = "residual", head_position="all", model: str = "default",
+          use_chat_template: bool = False, device: str = "auto", dtype: str = "auto") -> dict:
+    """An activation patching sweep, as POST /api/intervene/patch answers it. clean, corrupted: a
+    Trace (all its tokens) or a text (tokenized as POST /api/tokenize); the same number of tokens.
+    numpy.array(result["normalized"], dtype=float) is the heatmap (1 = clean, 0 = corrupted)."""
+    traces = [s for s in (clean, corrupted) if isinstance(s, Trace)]
+    eng = traces[0].engine if traces else engine_for(model, device, dtype)
+
+    def ids_of(side, name: str) -> tuple[list[int], str]:
+        if isinstance(side, Trace):
+            return list(side.run.ids), side.id
+        if isinstance(side, str) and side.strip():
+            return list(eng.tokenize(side, bool(use_chat_template)).ids), ""
+        raise BadRequest(name, "must be a Trace or a non-empty text")
+
+    clean_ids, owner = ids_of(clean, "clean")
+    corrupted_ids, _ = ids_of(corrupted, "corrupted")
+    out = eng.patch(clean_ids, corrupted_ids, dict(metric) if isinstance(metric, dict) else metric, sweep,
+                    head_position, None, owner)
+    return serialize.patching(eng, out, sweep, clean_ids, corrupted_ids, None)
 
 
 def read_bundle_file(path) -> bytes:

@@ -647,7 +647,7 @@ class Engine:
         """An activation patching sweep (llmvis.engine.intervene.patch_sweep), as a job with
         progress (`read_job`) and cancel (`cancel`) when job_id is given."""
         metric, head_position = intervene.check_patch(clean_ids, corrupted_ids, metric, sweep, head_position,
-                                                      self.intervention_dims())
+                                                      self.intervention_dims(), self.lm.tokenizer)
         if metric["type"] == "logprob" and metric.get("token") is None:
             with self.reads.slot(), self.lm.lock:
                 metric["token"] = intervene.top_token(self.lm.model, clean_ids[: metric["position"] + 1])

@@ -16,18 +16,23 @@ held for more than a chunk of rows.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from llmvis.core.attention import causal_attention_rows
+from llmvis.core.errors import BadRequest
 from llmvis.core.heads import (
     ATTN_ROW_CHUNK, ROWS_PER_GROUP, AttentionStats, HeadStatsAccumulator, RowAttention, sample_rows,
 )
 from llmvis.core.lens import LENS_MAX_ELEMS, LENS_TOP_K, LensResult, lens_stats
-from llmvis.core.metrics import common_prefix, dense_sampling, kl
+from llmvis.core.metrics import KL_FLOOR, common_prefix, dense_sampling, kl
 from llmvis.core.segments import SEGMENTS
 from llmvis.model.capture import layer_attention_reduce, layer_attention_rows
 from llmvis.model.introspect import logits_from_hidden, text_config
+
+MAX_ALIGN_CELLS = 16 << 20  # edit alignment table cells (int32): 64 MiB at most
 
 
 def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TOP_K,
@@ -128,26 +133,131 @@ def attention_row_all_layers(model, hidden: torch.Tensor, position: int) -> RowA
     return RowAttention(position, torch.stack(out).to(torch.float16))  # (L, Hq, P+1)
 
 
-def diff_runs(model, run_a, run_b, chunk: int = 128) -> dict:
-    """Align two runs and compute per-position KL divergences (see module docstring)."""
+def kl_logp(logp: torch.Tensor, logq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(p || q) in nats per row from log-probabilities (c, V), exact in log space (no floor is
+    needed where q is tiny but not zero). Where q is exactly 0 (-inf) and p is not, KL is
+    infinite: the row's value uses q floored at KL_FLOOR and is flagged `floored` (a lower bound).
+    -> (kl (c,), floored (c,) bool)"""
+    p = logp.exp()
+    live = p > 0
+    floored = (live & torch.isinf(logq)).any(-1)
+    diff = logp - logq.clamp_min(math.log(KL_FLOOR))
+    terms = torch.where(live, p * diff, torch.zeros_like(p))
+    return terms.sum(-1).clamp_min(0.0), floored
+
+
+def kl_dense(p: torch.Tensor, q: torch.Tensor) -> tuple[float, bool]:
+    """KL(p || q) of two dense distributions with q floored at KL_FLOOR (core.metrics.kl), and
+    whether the floor raised q where p has more mass (q < KL_FLOOR and q < p: exactly 0 where
+    top-k / top-p cut a token the other distribution keeps, so the true KL is infinite); the value
+    is then only a lower bound."""
+    return kl(p, q), bool(((p > 0) & (q < KL_FLOOR) & (p > q)).any())
+
+
+def kl_summary(values: list[float], floored: list[bool]) -> dict:
+    """Mean and max of the measured values only; floored ones are counted and bounded, never averaged."""
+    measured = [v for v, f in zip(values, floored) if not f]
+    bounds = [v for v, f in zip(values, floored) if f]
+    return {
+        "num_measured": len(measured), "num_floored": len(bounds),
+        "mean": sum(measured) / len(measured) if measured else None,
+        "max": max(measured) if measured else None,
+        "floored_lower_bound": min(bounds) if bounds else None,
+    }
+
+
+def edit_alignment(a: list[int], b: list[int]) -> list[tuple[int | None, int | None]]:
+    """A minimal token edit-distance (Levenshtein) alignment of two id sequences: pairs (i, j) of
+    matches or substitutions, (i, None) deletions, (None, j) insertions, in order.
+
+    One row of the distance table at a time in numpy; the insertion run within a row is a
+    cumulative minimum (row[j] = min over k <= j of cand[k] + j - k). The table (len(a)+1) x
+    (len(b)+1) int32 is kept for the backtrace.
+    """
+    n, m = len(a), len(b)
+    if n * m > MAX_ALIGN_CELLS:
+        raise BadRequest("align", f"edit alignment of {n} x {m} tokens is too large (limit {MAX_ALIGN_CELLS:,} cells)")
+    bb = np.asarray(b, dtype=np.int64)
+    table = np.zeros((n + 1, m + 1), dtype=np.int32)
+    table[0] = np.arange(m + 1)
+    cols = np.arange(m + 1)
+    for i in range(1, n + 1):
+        prev = table[i - 1]
+        cand = np.empty(m + 1, dtype=np.int64)
+        cand[0] = i
+        cand[1:] = np.minimum(prev[1:] + 1, prev[:-1] + (bb != a[i - 1]))
+        table[i] = np.minimum.accumulate(cand - cols) + cols
+    pairs = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and table[i, j] == table[i - 1, j - 1] + (a[i - 1] != b[j - 1]):
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i > 0 and table[i, j] == table[i - 1, j] + 1:
+            pairs.append((i - 1, None))
+            i -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
+
+
+def align_runs(ids_a: list[int], ids_b: list[int], align: str) -> tuple[str, list[tuple[int | None, int | None]]]:
+    """(the alignment used, its pairs). "position": (i, i) up to the shorter length; "edit": the
+    common prefix position by position, then edit_alignment of the rest; "auto": position when
+    one id list is a prefix of the other (teacher-forced or identical runs), else edit."""
+    prefix = common_prefix(ids_a, ids_b)
+    n = min(len(ids_a), len(ids_b))
+    if align == "auto":
+        align = "position" if prefix == n else "edit"
+    if align == "position":
+        return align, [(i, i) for i in range(n)]
+    tail = edit_alignment(list(ids_a[prefix:]), list(ids_b[prefix:]))
+    return align, [(i, i) for i in range(prefix)] + [
+        (None if i is None else i + prefix, None if j is None else j + prefix) for i, j in tail]
+
+
+def diff_runs(model, run_a, run_b, chunk: int = 128, align: str = "position") -> dict:
+    """Align two runs and compute KL divergences of their next-token distributions at aligned
+    positions.
+
+    align="position" compares position i with position i (right for identical or teacher-forced
+    token sequences; after the divergence point it compares different contexts, and the rows say
+    so with `after_divergence`); "edit" aligns the continuations after the common prefix by token
+    edit distance and compares only aligned pairs; "auto" picks (see align_runs). kl_raw is exact
+    in log space; kl_sampling, and any KL where the second distribution has no mass where the
+    first has, is marked floored (a lower bound), and the summary never averages those.
+    """
     prefix = common_prefix(run_a.ids, run_b.ids)
     n = min(run_a.num_tokens, run_b.num_tokens)
     divergence = None if prefix == n and run_a.num_tokens == run_b.num_tokens else prefix
+    used, pairs = align_runs(run_a.ids, run_b.ids, align)
+    rows = [(i, j) for i, j in pairs if i is not None and j is not None and i >= 1 and j >= 1]
     kl_rows = []
     with torch.inference_mode():
-        for start in range(1, n, chunk):
-            stop = min(n, start + chunk)
-            la = logits_from_hidden(model, run_a.hidden[-1][start - 1 : stop - 1]).cpu()  # (c, V)
-            lb = logits_from_hidden(model, run_b.hidden[-1][start - 1 : stop - 1]).cpu()  # (c, V)
-            pa, pb = torch.softmax(la, -1), torch.softmax(lb, -1)
-            for i in range(stop - start):
-                pos = start + i
-                qa = dense_sampling(la[i], run_a.params)
-                qb = dense_sampling(lb[i], run_b.params)
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            ia = torch.tensor([i - 1 for i, _ in part])
+            ib = torch.tensor([j - 1 for _, j in part])
+            la = logits_from_hidden(model, run_a.hidden[-1].index_select(0, ia.to(run_a.hidden.device))).cpu()  # (c, V)
+            lb = logits_from_hidden(model, run_b.hidden[-1].index_select(0, ib.to(run_b.hidden.device))).cpu()  # (c, V)
+            raw, raw_floored = kl_logp(torch.log_softmax(la, -1), torch.log_softmax(lb, -1))
+            for r, (i, j) in enumerate(part):
+                qa = dense_sampling(la[r], run_a.params)
+                qb = dense_sampling(lb[r], run_b.params)
+                ks, ks_floored = kl_dense(qa, qb)
                 kl_rows.append({
-                    "position": pos,
-                    "kl_raw": kl(pa[i], pb[i]),
-                    "kl_sampling": kl(qa, qb),
-                    "in_common_prefix": pos <= prefix,
+                    "position": i,
+                    "position_b": j,
+                    "kl_raw": float(raw[r]),
+                    "kl_sampling": ks,
+                    "kl_raw_floored": bool(raw_floored[r]),
+                    "kl_sampling_floored": ks_floored,
+                    "in_common_prefix": i <= prefix,
+                    "after_divergence": divergence is not None and i > prefix,
+                    "same_token": run_a.ids[i] == run_b.ids[j],
                 })
-    return {"common_prefix": prefix, "divergence_position": divergence, "aligned_length": n, "kl": kl_rows}
+    summary = {name: kl_summary([r[name] for r in kl_rows], [r[name + "_floored"] for r in kl_rows])
+               for name in ("kl_raw", "kl_sampling")}
+    return {"common_prefix": prefix, "divergence_position": divergence, "aligned_length": n, "align": used,
+            "pairs": [list(p) for p in pairs], "kl": kl_rows, "summary": summary}

@@ -25,6 +25,7 @@ from llmvis.core import jsondoc
 from llmvis.core.errors import BadRequest
 from llmvis.core.segments import SEGMENTS
 from llmvis.engine.decode import DecodeResult, GenerationParams, StepStats
+from llmvis.engine.intervene import check_spec
 from llmvis.engine.run import Run, new_run_id
 
 FORMAT = "llmvis-run"
@@ -48,8 +49,8 @@ FINISH_REASONS = {"eos", "length", "cancelled", "scored"}
 STATUSES = {"done", "cancelled"}
 TIMING_KEYS = {"generate_s", "tokens_per_s", "analysis_s"}
 PARAM_KEYS = {"temperature", "top_k", "top_p", "max_new_tokens", "seed", "use_chat_template"}
-RUN_KINDS = {"generate", "fork", "score"}
-LINK_KEYS = {"parent_id", "fork_position", "forced_token_id"}
+RUN_KINDS = {"generate", "fork", "score", "intervention"}
+LINK_KEYS = {"parent_id", "fork_position", "forced_token_id", "intervention"}  # intervention: its spec (issue 15)
 
 
 def valid_run_id(run_id) -> bool:
@@ -323,6 +324,14 @@ def build_run(meta: dict, tensors: dict, model_info: dict, run_id: str | None = 
     for name in ("fork_position", "forced_token_id"):
         if name in links:
             _num(links[name], f"run.links.{name}", lo=0, hi=2**31, integer=True)
+    kind = fields.get("kind", "generate")
+    if (kind == "intervention") != ("intervention" in links) or (kind == "intervention" and "parent_id" not in links):
+        _fail("field run.links.intervention and parent_id belong to (and only to) runs of kind intervention")
+    if "intervention" in links:  # strict: exactly the spec this llmvis records, in this model's ranges
+        try:
+            links["intervention"] = check_spec(links["intervention"], model_info, "run.links.intervention")
+        except BadRequest as exc:
+            _fail(f"field {exc}"[:300])
     children = fields.get("children", [])
     if not isinstance(children, list) or len(children) > 10_000 or not all(valid_run_id(c) for c in children):
         _fail("field run.children must be a list of run ids")

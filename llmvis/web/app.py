@@ -16,6 +16,7 @@ from llmvis.web.routes_api import api
 from llmvis.web.routes_explain import explain_api
 from llmvis.web.routes_history import history_api
 from llmvis.web.routes_insights import insights_api
+from llmvis.web.routes_intervene import intervene_api
 
 
 def create_app(engine_obj, config=None) -> Flask:
@@ -37,6 +38,7 @@ def create_app(engine_obj, config=None) -> Flask:
     app.register_blueprint(insights_api)  # logit lens, attention insights, segments (routes_insights.py)
     app.register_blueprint(history_api)   # history, export/share, import (routes_history.py)
     app.register_blueprint(explain_api)   # logit attribution, input attribution, information flow (routes_explain.py)
+    app.register_blueprint(intervene_api)  # tokenize, ablate, steer, effects, patching sweeps (routes_intervene.py)
     register_errors(app)
 
     @app.get("/")

@@ -130,7 +130,9 @@ PATHS = {
     }},
     "/api/diff": {"get": {
         "summary": "Align two runs token by token, mark the divergence, KL per position",
-        "parameters": [_q("run_a", {"type": "string"}, True), _q("run_b", {"type": "string"}, True)],
+        "parameters": [_q("run_a", {"type": "string"}, True), _q("run_b", {"type": "string"}, True),
+                       _q("align", {"type": "string", "enum": ["position", "edit", "auto"], "default": "position"},
+                          description="position by position, or token edit distance after the common prefix")],
         "responses": _resp({"type": "object"}, 400, 404, 409),
     }},
     "/api/cancel": {"post": {
@@ -271,6 +273,72 @@ PATHS.update({
             "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": _resp(RUN, 400, 413),
+    }},
+})
+
+# ---- interventions (routes_intervene.py; docs/INTERVENE.md) -------------------------------------
+def _body(required: list[str], props: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": required, "properties": props}}}}
+
+
+TARGET = {"type": "object", "required": ["kind", "layer"], "properties": {
+    "kind": {"type": "string", "enum": ["head", "kv_group", "mlp", "attention"]},
+    "layer": {"type": "integer", "minimum": 0}, "head": {"type": "integer", "minimum": 0},
+    "group": {"type": "integer", "minimum": 0}}}
+PAIR_SIDE = {"type": "object", "properties": {"run_id": {"type": "string"}, "text": {"type": "string", "minLength": 1}},
+             "description": "exactly one of run_id or text"}
+PATHS.update({
+    "/api/tokenize": {"post": {
+        "summary": "Token ids, texts and count of a text (as the patching texts are tokenized)",
+        "requestBody": _body(["text"], {"text": {"type": "string", "minLength": 1}, "use_chat_template": {"type": "boolean"},
+                                        "system": {"type": "string"}}),
+        "responses": _resp({"type": "object", "required": ["ids", "tokens", "count"]}, 400, 415),
+    }},
+    "/api/intervene/ablate": {"post": {
+        "summary": "Re-run a run with query heads, KV groups, MLPs or attention layers zeroed or mean-ablated "
+                   "(teacher-forced, or free); a linked run of kind intervention and its effects",
+        "requestBody": _body(["run_id", "targets"], {
+            "run_id": {"type": "string"}, "targets": {"type": "array", "minItems": 1, "maxItems": 64, "items": TARGET},
+            "mode": {"type": "string", "enum": ["zero", "mean"], "default": "zero"},
+            "free": {"type": "boolean", "default": False}}),
+        "responses": _resp({"type": "object", "required": ["run", "effects"]}, 400, 404, 409, 503),
+    }},
+    "/api/intervene/steer": {"post": {
+        "summary": "Generate with alpha * v added to the residual stream at a layer (one linked run per alpha)",
+        "requestBody": _body(["run_id", "layer", "vector"], {
+            "run_id": {"type": "string"}, "layer": {"type": "integer", "minimum": 0},
+            "alpha": {"type": "number"}, "alphas": {"type": "array", "minItems": 1, "maxItems": 8, "items": {"type": "number"}},
+            "from_position": {"type": "integer", "minimum": 0}, "free": {"type": "boolean", "default": True},
+            "normalize": {"type": "boolean", "default": False},
+            "vector": {"type": "object", "required": ["source"], "properties": {
+                "source": {"type": "string", "enum": ["mean_diff", "token", "raw"]},
+                "positive": {"type": "array", "items": {"type": "string"}},
+                "negative": {"type": "array", "items": {"type": "string"}},
+                "token_id": {"type": "integer"}, "token": {"type": "string"},
+                "values": {"type": "array", "items": {"type": "number"}}}}}),
+        "responses": _resp({"type": "object", "required": ["vector", "results"]}, 400, 404, 409, 503),
+    }},
+    "/api/intervene/effects": {"get": {
+        "summary": "Per position of an intervention run: the parent token's log-prob change and KL(parent || intervened)",
+        "parameters": [RUN_ID, _q("align", {"type": "string", "enum": ["auto", "position", "edit"], "default": "auto"}),
+                       _q("top", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                          description="how many of the most affected positions the summary lists")],
+        "responses": _resp({"type": "object"}, 400, 404, 409),
+    }},
+    "/api/intervene/patch": {"post": {
+        "summary": "Activation patching sweep (residual stream per layer and position, or each head per layer); "
+                   "a job with progress at /api/jobs/{job_id} when job_id is given",
+        "requestBody": _body(["clean", "corrupted", "metric"], {
+            "clean": PAIR_SIDE, "corrupted": PAIR_SIDE, "use_chat_template": {"type": "boolean", "default": False},
+            "metric": {"type": "object", "required": ["type"], "properties": {
+                "type": {"type": "string", "enum": ["logit_diff", "logprob"]}, "position": {"type": "integer"},
+                "token_a": {"type": ["integer", "string"]}, "token_b": {"type": ["integer", "string"]},
+                "token": {"type": ["integer", "string"]}}},
+            "sweep": {"type": "string", "enum": ["residual", "heads"], "default": "residual"},
+            "head_position": {"type": ["string", "integer"], "description": "all, or one position (heads sweep)"},
+            "job_id": {"type": "string", "pattern": "^[0-9a-f]{8,32}$"}}),
+        "responses": _resp({"type": "object"}, 400, 404, 409, 503),
     }},
 })
 

@@ -152,7 +152,8 @@ def diff():
     eng = engine()
     run_a = eng.get_run(query_str(request.args, "run_a"), "run_a")
     run_b = eng.get_run(query_str(request.args, "run_b"), "run_b")
-    return jsonify(serialize.diff(eng, run_a, run_b, eng.diff(run_a, run_b)))
+    align = query_str(request.args, "align", required=False, default="position", choices=("position", "edit", "auto"))
+    return jsonify(serialize.diff(eng, run_a, run_b, eng.diff(run_a, run_b, align)))
 
 
 @api.post("/cancel")

@@ -88,6 +88,7 @@ def run_dict(eng, run) -> dict:
         "kind": run.kind,
         "parent_id": run.links.get("parent_id"),
         "fork_position": run.links.get("fork_position"),
+        **({"intervention": run.links.get("intervention")} if run.kind == "intervention" else {}),  # issue 15
         "children": list(run.children),
         "created": run.created,        # unix seconds: orders runs and branches stably
         **({"score": score_summary(run.result.stats)} if run.kind == "score" else {}),
@@ -338,3 +339,59 @@ def explain_flow(eng, run, position: int, graph, took: float) -> dict:
                            "head_weight": None if e["head_weight"] is None else round(e["head_weight"], 4)}
                       for e in graph.edges],
             "tokens": eng.token_texts(run)[: graph.query + 1], "compute_s": round(took, 4)}
+
+
+# ---- interventions (issue 15; docs/INTERVENE.md) ------------------------------------------------
+def tokenized(eng, prompt) -> dict:
+    """POST /api/tokenize."""
+    toks = []
+    for i, tid in enumerate(prompt.ids):
+        d = eng.texts.describe(tid)
+        toks.append({"position": i, "id": int(tid), "text": d["text"], "special": d["special"]})
+    return {"ids": [int(i) for i in prompt.ids], "tokens": toks, "count": len(prompt.ids),
+            "use_chat_template": bool(prompt.chat)}
+
+
+def effects(eng, eff: dict) -> dict:
+    """GET /api/intervene/effects: the effect rows with their token texts."""
+    def row(r):
+        return r | {"text": eng.texts.describe(r["token_id"])["text"]}
+
+    summary = eff["summary"] | {"top": [row(r) for r in eff["summary"]["top"]]}
+    return eff | {"positions": [row(r) for r in eff["positions"]], "summary": summary}
+
+
+def intervention(eng, run, eff: dict) -> dict:
+    """POST /api/intervene/ablate: the new linked run and its effects."""
+    return {"run": run_dict(eng, run), "effects": effects(eng, eff)}
+
+
+def steering(eng, vector: dict, runs: list, effs: list) -> dict:
+    """POST /api/intervene/steer: the vector's summary and one result per alpha."""
+    return {"vector": {k: vector[k] for k in ("source", "layer", "norm", "normalize")},
+            "results": [{"alpha": run.links["intervention"]["alpha"], "run": run_dict(eng, run), "effects": effects(eng, e)}
+                        for run, e in zip(runs, effs)]}
+
+
+def patching(eng, out: dict, sweep: str, clean_ids: list[int], corrupted_ids: list[int], job_id) -> dict:
+    """POST /api/intervene/patch: raw and normalised sweep values (1 = clean, 0 = corrupted)."""
+    values = out["values"]
+    clean, corrupted = out["clean_metric"], out["corrupted_metric"]
+    span = clean - corrupted
+    metric = dict(out["metric"])
+    names = [k for k in ("token_a", "token_b", "token") if metric.get(k) is not None]
+    metric["texts"] = {k: eng.texts.describe(metric[k])["text"] for k in names}
+    body = {
+        "sweep": sweep, "metric": metric, "clean_metric": clean, "corrupted_metric": corrupted,
+        "num_layers": int(values.shape[0]), "num_tokens": len(clean_ids), "num_heads": int(eng.lm.num_heads),
+        "head_position": out["head_position"], "rows": "layer", "cols": "position" if sweep == "residual" else "head",
+        "values": float_lists(values), "normalized": None,
+        "tokens_clean": eng.texts.texts(clean_ids), "tokens_corrupted": eng.texts.texts(corrupted_ids),
+        "job_id": job_id, "compute_s": round(out["compute_s"], 4),
+    }
+    if span == 0 or not math.isfinite(span):
+        body["normalized"] = [[None] * values.shape[1] for _ in range(values.shape[0])]
+        body["note"] = "clean and corrupted give the same metric: nothing to normalise"
+    else:
+        body["normalized"] = float_lists((values - corrupted) / span)
+    return body

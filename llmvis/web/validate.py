@@ -186,3 +186,37 @@ def query_float(args, name: str, *, default: float, lo: float, hi: float) -> flo
     if not math.isfinite(value) or not lo < value <= hi:
         raise BadRequest(name, f"must be in ({lo}, {hi}], got {raw[:40]!r}")
     return value
+
+
+# ---- interventions (issue 15; docs/INTERVENE.md) ------------------------------------------------
+def parse_alphas(body: dict) -> list:
+    """`alpha` (one number) or `alphas` (a list), exactly one of them; each checked by the Engine."""
+    if ("alpha" in body) == ("alphas" in body):
+        raise BadRequest("alpha", "give exactly one of alpha (a number) or alphas (a list of numbers)")
+    if "alpha" in body:
+        return [_number(body, "alpha", None, integer=False)]
+    if not isinstance(body["alphas"], list):
+        raise BadRequest("alphas", "must be a list of numbers")
+    return list(body["alphas"])
+
+
+def parse_optional_int(body: dict, name: str) -> int | None:
+    """An optional integer field (null or absent: None)."""
+    return _number(body, name, None, integer=True)
+
+
+def parse_pair_side(body: dict, name: str) -> dict:
+    """`clean` / `corrupted` of a patching request: {"run_id": str} or {"text": str}, exactly one."""
+    side = body.get(name)
+    if not isinstance(side, dict):
+        raise BadRequest(name, 'is required and must be an object {"run_id": ...} or {"text": ...}')
+    if ("run_id" in side) == ("text" in side) or set(side) - {"run_id", "text"}:
+        raise BadRequest(name, "must hold exactly one of run_id or text")
+    if "run_id" in side:
+        if not isinstance(side["run_id"], str) or not side["run_id"]:
+            raise BadRequest(f"{name}.run_id", "must be a run id string")
+        return {"run_id": side["run_id"]}
+    text = side["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest(f"{name}.text", "must be a non-empty string")
+    return {"text": text}
