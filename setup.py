@@ -3,7 +3,8 @@
 `pip wheel .`, `python -m build` and `pip install .` copy `node_modules/echarts/dist/echarts.min.js`
 and its LICENSE and NOTICE into `llmvis/web/static/vendor/` of the build, so an installed wheel
 serves charts with no npm and no project folder. Run `npm ci` first; the build fails without it.
-Everything else about the package is in pyproject.toml.
+The sdist carries the three files in that folder, so a wheel built from the sdist (what
+`python -m build` does) takes them from there. Everything else about the package is in pyproject.toml.
 """
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from setuptools.command.sdist import sdist
 
 ROOT = Path(__file__).resolve().parent
 ECHARTS = ROOT / "node_modules" / "echarts"
+CARRIED = ROOT / "llmvis" / "web" / "static" / "vendor"  # in an unpacked sdist; absent in a checkout
 VENDOR_FILES = {"echarts.min.js": ECHARTS / "dist" / "echarts.min.js",
                 "ECHARTS-LICENSE.txt": ECHARTS / "LICENSE", "ECHARTS-NOTICE.txt": ECHARTS / "NOTICE"}
 
@@ -22,8 +24,11 @@ def vendor_into(package_root: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name, source in VENDOR_FILES.items():
         if not source.is_file():
-            raise SystemExit(f"error: {source} is missing: run `npm ci` before building llmvis")
-        (target / name).write_bytes(source.read_bytes())
+            source = CARRIED / name  # building from an sdist: no node_modules, the file came with it
+        if not source.is_file():
+            raise SystemExit(f"error: {VENDOR_FILES[name]} is missing: run `npm ci` before building llmvis")
+        if source.resolve() != (target / name).resolve():
+            (target / name).write_bytes(source.read_bytes())
 
 
 class BuildPyWithECharts(build_py):

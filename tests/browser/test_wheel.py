@@ -1,6 +1,9 @@
 """A built wheel works on its own: it carries ECharts (copied from the npm package at build time)
 and its license notice, and once installed outside the project folder `llmvis serve`, started
-from another directory, serves /vendor/echarts.min.js and a page whose charts draw."""
+from another directory, serves /vendor/echarts.min.js and a page whose charts draw.
+
+The wheel is the one `python -m build` makes: built from the sdist, unpacked away from the
+checkout and its node_modules (tests/test_sdist.py checks the sdist itself)."""
 from __future__ import annotations
 
 import os
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import ROOT
+from tests.test_sdist import build_sdist, wheel_from_sdist
 
 pytestmark = pytest.mark.browser
 
@@ -28,13 +32,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The wheel, built from this checkout and installed (--no-deps) into a folder of its own; the
-    dependencies come from the test's environment, the llmvis package only from the wheel."""
+    """The wheel, built from this checkout's sdist and installed (--no-deps) into a folder of its
+    own; the dependencies come from the test's environment, the llmvis package only from the wheel."""
     tmp = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stderr[-3000:]
-    wheel = next((tmp / "dist").glob("llmvis-*.whl"))
+    wheel = wheel_from_sdist(build_sdist(tmp), tmp)
     target = tmp / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                           capture_output=True, text=True, timeout=300)
