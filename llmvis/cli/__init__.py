@@ -1,4 +1,4 @@
-"""The `llmvis` command line: serve, analyze, show. Errors print `Error: ...` and exit 1, never
+"""The `llmvis` command line: serve, analyze, show, score, explain. Errors print `Error: ...` and exit 1, never
 a traceback. Shared flags live in llmvis.cli.flags, each command in its own module."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from llmvis.cli import batch, keep, serve  # noqa: E402  (after the environment above)
+from llmvis.cli import batch, explain, keep, serve  # noqa: E402  (after the environment above)
 from llmvis.core.errors import LlmvisError  # noqa: E402
 
-COMMANDS = {"serve": serve.cmd_serve, **keep.COMMANDS, "score": batch.cmd_score}
+COMMANDS = {"serve": serve.cmd_serve, **keep.COMMANDS, "score": batch.cmd_score, "explain": explain.cmd_explain}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_command(sub)
     keep.add_commands(sub)  # analyze, show
     batch.add_command(sub)  # score
+    explain.add_command(sub)  # explain
     return parser
 
 
