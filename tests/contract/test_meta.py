@@ -25,6 +25,9 @@ COVERED = {
     ("/api/history", "get"): "test_history", ("/api/history/{run_id}", "patch"): "test_history",
     ("/api/history/{run_id}", "delete"): "test_history", ("/api/runs/{run_id}/export", "get"): "test_history",
     ("/api/runs/{run_id}/share", "get"): "test_history", ("/api/import", "post"): "test_history",
+    ("/api/tokenize", "post"): "test_intervene", ("/api/intervene/ablate", "post"): "test_intervene",
+    ("/api/intervene/steer", "post"): "test_intervene", ("/api/intervene/effects", "get"): "test_intervene",
+    ("/api/intervene/patch", "post"): "test_intervene",
 }
 
 
