@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llmvis.core.config import ServerConfig
 from llmvis.keep.history import default_data_dir
+from llmvis.web.app import parse_base_url
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 MODEL_HELP = ("'default' (embedded SmolLM2-135M-Instruct), a local Hugging Face model folder (Qwen3, Qwen2, "
@@ -24,6 +25,13 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0: {value}")
     return value
+
+
+def base_url(text: str) -> str:
+    try:
+        return parse_base_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_model_flags(p: argparse.ArgumentParser, model_default: str | None = "default",
@@ -49,6 +57,10 @@ def add_bind_flags(p: argparse.ArgumentParser) -> None:
                    help="require this token on every request (the page's cookie from ?token=, or "
                    "Authorization: Bearer). Default: none on 127.0.0.1; a random one, printed in the URL, "
                    "when --host is any other address")
+    p.add_argument("--base-url", type=base_url, default="", metavar="PATH",
+                   help="serve the app under this path prefix, e.g. /llmvis/ behind JupyterHub's server proxy "
+                   "or nginx when they pass the full path on; requests outside it get 404. The page's URLs are "
+                   "relative, so a proxy that strips the prefix needs no flag (default: the root)")
 
 
 def add_history_flags(p: argparse.ArgumentParser) -> None:

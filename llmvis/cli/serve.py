@@ -19,7 +19,7 @@ from llmvis.engine.engine import Engine
 from llmvis.engine.store import tune_allocator
 from llmvis.keep.history import History
 from llmvis.model.loading import load_model
-from llmvis.web.app import create_app
+from llmvis.web.app import create_app, mount
 from llmvis.web.guard import host_name, is_loopback
 
 log = logging.getLogger("llmvis")
@@ -99,12 +99,12 @@ def cmd_serve(args, on_engine=None) -> int:
     log.info("loaded %s in %.1f s (%s)", lm.name, lm.load_s, "cache" if lm.from_cache else "converted")
     engine = Engine(lm, scfg)
     app = create_app(engine)
-    url_path = on_engine(engine) if on_engine is not None else "/"
+    url_path = args.base_url + (on_engine(engine) if on_engine is not None else "/")
     if token is not None:
         url_path += ("&" if "?" in url_path else "?") + "token=" + token
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"llmvis: serving {lm.name} at http://{host}:{args.port}{url_path}", flush=True)
-    server = create_server(app, host=args.host, port=args.port, threads=args.threads, ident="llmvis",
+    server = create_server(mount(app, args.base_url), host=args.host, port=args.port, threads=args.threads, ident="llmvis",
                            channel_timeout=CHANNEL_TIMEOUT_S, connection_limit=CONNECTION_LIMIT,
                            max_request_body_size=max(scfg.max_body_bytes, scfg.max_import_bytes) + (1 << 20))
     server.channel_class = JsonErrorChannel  # waitress's own refusals (an over-cap body) in the error shape

@@ -2,6 +2,8 @@
 handler, the page and its assets, and the security headers."""
 from __future__ import annotations
 
+import json
+import re
 import time
 
 from flask import Flask, g, send_file
@@ -73,3 +75,52 @@ def create_app(engine_obj, config=None) -> Flask:
         return resp
 
     return app
+
+
+_BASE_URL = re.compile(r"^(/[A-Za-z0-9._~-]+)+/?$")
+
+
+def parse_base_url(text: str) -> str:
+    """--base-url: "/llmvis/" -> "/llmvis" (no trailing slash); "" or "/" -> "" (the root).
+    Path segments of letters, digits and . _ ~ - only; "." and ".." segments are refused."""
+    text = (text or "").strip()
+    if text in ("", "/"):
+        return ""
+    if not _BASE_URL.match(text) or any(seg in (".", "..") for seg in text.strip("/").split("/")):
+        raise ValueError(f"must be a path such as /llmvis/ (segments of letters, digits, . _ ~ -), got {text[:80]!r}")
+    return text.rstrip("/")
+
+
+class BaseUrl:
+    """The app served under a path prefix (`llmvis serve --base-url /llmvis/`), for a reverse proxy
+    (JupyterHub's server proxy, nginx) that passes the full path on. `/llmvis/...` reaches the app
+    with SCRIPT_NAME=/llmvis; `/llmvis` redirects to `/llmvis/`; every other path is a JSON 404.
+    The page's own URLs are all relative, so it works under any prefix (and behind a proxy that
+    strips the prefix, with no --base-url at all)."""
+
+    def __init__(self, app, prefix: str):
+        self.app = app
+        self.prefix = prefix
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO") or "/"
+        if path.startswith(self.prefix + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
+            environ["PATH_INFO"] = path[len(self.prefix):]
+            return self.app(environ, start_response)
+        if path == self.prefix:
+            query = environ.get("QUERY_STRING", "")
+            query = query if all(32 < ord(c) < 127 for c in query) else ""  # nothing odd into a header
+            start_response("308 Permanent Redirect", [("Location", self.prefix + "/" + ("?" + query if query else "")),
+                                                      ("Content-Length", "0")])
+            return [b""]
+        body = json.dumps({"error": f"no such endpoint: {path[:200]} (this server serves under {self.prefix}/)",
+                           "status": 404}).encode()
+        start_response("404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                         ("X-Content-Type-Options", "nosniff")])
+        return [body]
+
+
+def mount(app, base_url: str):
+    """The WSGI callable to serve: `app` itself at the root, else under `base_url` (parse_base_url's form)."""
+    return BaseUrl(app, base_url) if base_url else app

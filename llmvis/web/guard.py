@@ -99,7 +99,8 @@ def install_guard(app: Flask, bind_host: str, allowed_hosts: tuple[str, ...], to
             if request.method == "GET" and request.path == "/" and TOKEN_PARAM in request.args:
                 # the page's link: keep the token in an HttpOnly cookie, and out of the address bar
                 rest = [(k, v) for k, v in request.args.items(multi=True) if k != TOKEN_PARAM]
-                resp = redirect("/" + ("?" + urlencode(rest) if rest else ""), code=303)
+                page = request.script_root + "/"  # under --base-url, the prefix's own page
+                resp = redirect(page + ("?" + urlencode(rest) if rest else ""), code=303)
                 resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/")
                 return resp
         return None

@@ -314,11 +314,11 @@ export function createKeeper({ doc, win, api, i18n, store, echarts, chart, conve
   });
   $('export-run').addEventListener('click', () => {
     const id = currentId();
-    if (id) download(doc, `/api/runs/${id}/export`, `llmvis-${id}.llmvis`);
+    if (id) download(doc, `api/runs/${id}/export`, `llmvis-${id}.llmvis`);
   });
   $('share-run').addEventListener('click', () => {
     const id = currentId();
-    if (id) download(doc, `/api/runs/${id}/share`, `llmvis-${id}.html`);
+    if (id) download(doc, `api/runs/${id}/share`, `llmvis-${id}.html`);
   });
   $('save-svg').addEventListener('click', () => {
     const instance = chart();

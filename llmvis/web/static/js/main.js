@@ -37,7 +37,7 @@ function boot() {
   const $ = (id) => doc.getElementById(id);
   const i18n = createI18n(win);
   const { t } = i18n;
-  const api = createApi();
+  const api = createApi({ base: '.' }); // relative URLs: the page works under any path prefix (--base-url)
   const store = createStore(initialState());
   const registry = createRegistry();
   const convEl = $('conversation');
