@@ -161,6 +161,12 @@ export function createApi({ base = '', cacheSize = 64, fetchImpl = (...args) => 
     explainLogit: (params, opts) => getJSON('/api/explain/logit', params, opts),
     explainInputs: (params, opts) => getJSON('/api/explain/inputs', params, opts),
     explainFlow: (params, opts) => getJSON('/api/explain/flow', params, opts),
+    // Interventions (docs/INTERVENE.md): the POSTs make runs or run a sweep (never cached).
+    tokenize: (payload, opts) => sendJSON('POST', '/api/tokenize', payload, opts),
+    ablate: (payload, opts) => sendJSON('POST', '/api/intervene/ablate', payload, opts),
+    effects: (runId, params = {}, opts) => getJSON('/api/intervene/effects', { run_id: runId, ...params }, opts),
+    steer: (payload, opts) => sendJSON('POST', '/api/intervene/steer', payload, opts),
+    patch: (payload, opts) => sendJSON('POST', '/api/intervene/patch', payload, opts),
     // History (never cached: it changes under the page).
     history: (limit, opts) => request(`/api/history${queryString({ limit })}`, opts),
     renameHistory: (runId, title, opts) =>

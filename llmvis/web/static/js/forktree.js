@@ -3,6 +3,7 @@
 // summaries; the renderer only builds DOM (all run text via textContent).
 
 import { visibleText } from './tokens.js';
+import { interventionText } from './views/intervene.js';
 import { el } from './util.js';
 
 /** What the tree and the diff pickers need to know about a run. Pure. */
@@ -23,6 +24,7 @@ export function runMeta(run, order) {
     perplexity: run.score?.perplexity ?? null,
     created: run.created ?? null,
     order,
+    ...(run.intervention ? { intervention: run.intervention } : {}), // what an intervention run changed (issue 15)
   };
 }
 
@@ -63,6 +65,7 @@ export function runLabel(meta, t) {
   if (meta.kind === 'fork') {
     return `${n} ${t('tree.fork', { pos: meta.fork_position, tok: visibleText(meta.forced ?? '', 12) })}`;
   }
+  if (meta.kind === 'intervention') return `${n} ${interventionText(meta.intervention, t) || t('tree.intervention')}`;
   if (meta.kind === 'score') {
     return `${n} ${t('tree.score', { text: visibleText(meta.preview, 18) })}`;
   }
@@ -93,13 +96,15 @@ export function renderForkTree(root, rows, { t, currentId, doc = root.ownerDocum
     if (meta.kind === 'fork') {
       btn.append(el(doc, 'span', 'branch-pos', `@${meta.fork_position}`));
       btn.append(el(doc, 'span', 'branch-forced', visibleText(meta.forced ?? '', 14) || '∅'));
+    } else if (meta.kind === 'intervention') {
+      btn.append(el(doc, 'span', 'branch-intervention', interventionText(meta.intervention, t) || t('tree.intervention')));
     } else {
       btn.append(el(doc, 'span', 'branch-root', t(meta.kind === 'score' ? 'tree.scoreRoot' : 'tree.root')));
     }
     btn.append(el(doc, 'span', 'branch-preview', visibleText(meta.preview, 48)));
     btn.title = runLabel(meta, t);
     row.append(btn);
-    if (meta.kind === 'fork' && meta.parent_id) {
+    if ((meta.kind === 'fork' || meta.kind === 'intervention') && meta.parent_id) {
       const cmp = el(doc, 'button', 'branch-compare', t('tree.compare'));
       cmp.type = 'button';
       cmp.setAttribute('data-testid', 'compare-parent');

@@ -8,6 +8,7 @@ import {
   HEAD_METRICS, SEGMENT_COLOURS, buildHeadsGridOption, buildRowOption, buildSegmentsOption, gridCellToHead,
 } from './views/heads.js';
 import { buildLensOption, expandLensWindow, lensCellToPosition, lensColumns } from './views/lens.js';
+import { decorateHeadsGrid, toggleHead, kvGroupOf } from './views/intervene.js';
 import { parseHead } from './core.js';
 import { el, kvGroupSize, option } from './util.js';
 
@@ -199,12 +200,24 @@ export function createInsights({ doc, api, t, store }) {
           return buildSegmentsOption(data, ctx);
         }
         const data = await api.attentionInsights(run.run_id);
-        return buildHeadsGridOption(data, { ...ctx, metric: s.headsMetric, layer: s.layer, head: s.head });
+        const grid = buildHeadsGridOption(data, { ...ctx, metric: s.headsMetric, layer: s.layer, head: s.head });
+        return decorateHeadsGrid(grid, s.ablateHeads, { picking: s.headsPick }); // heads picked to ablate (intervene.js)
       },
     },
     onChartClick(p, shown, ctx) {
       if (shown.view === 'lens' && p.seriesId === 'lens') {
         ctx.select(lensCellToPosition(p.data, shown.meta));
+        return true;
+      }
+      if (shown.view === 'heads' && p.seriesId === 'heads' && store.get().headsPick) {
+        // picking heads to ablate: a click toggles the head, shift-click its whole KV group
+        const { layer, head } = gridCellToHead(p.data);
+        const s = store.get();
+        store.set({ ablateHeads: toggleHead(s.ablateHeads, layer, head, { group: Boolean(p.event?.event?.shiftKey), kvGroup: kvGroupOf(s.model) }) });
+        return true;
+      }
+      if (shown.view === 'heads' && p.componentType === 'yAxis' && shown.meta?.mode === 'grid') {
+        store.set({ ablateLayer: Number(p.value) }); // a layer label picks the layer whose MLP / attention to ablate
         return true;
       }
       if (shown.view === 'heads' && p.seriesId === 'heads') {

@@ -14,6 +14,7 @@ import { createExplain } from './explain.js';
 import { createI18n } from './i18n.js';
 import { createInsights } from './insights.js';
 import { createInteractive } from './interactive.js';
+import { createIntervene } from './intervene.js';
 import { createKeeper } from './keep.js';
 import { createRegistry } from './registry.js';
 import { runSummaryText } from './score.js';
@@ -23,7 +24,7 @@ import { fmtNum, fmtProb, tokenLabels } from './tokens.js';
 import { el } from './util.js';
 
 // Feature factories, in registration order: it is the order of the tabs for the arrow keys.
-const FEATURES = [createControls, createEstimate, createCoreViews, createInsights, createInteractive, createKeeper, createExplain];
+const FEATURES = [createControls, createEstimate, createCoreViews, createInsights, createInteractive, createKeeper, createExplain, createIntervene];
 
 /** Is the keyboard focus somewhere that wants arrow keys for itself? */
 function focusWantsArrows(target) {

@@ -43,6 +43,17 @@ export function initialState() {
     samplerTopN: 20, // candidates in the sampler view
     diffA: null, // run ids compared in the diff view
     diffB: null,
+    // ---- interventions (intervene.js) ----
+    ablateHeads: [], // [[layer, head], ...] picked in the Heads grid to ablate
+    headsPick: false, // a click on the Heads grid picks heads (else it opens the head in Attention)
+    ablateMode: 'zero', // 'zero' | 'mean'
+    ablateTarget: 'heads', // 'heads' (the picked ones) | 'mlp' | 'attention' (of ablateLayer)
+    ablateLayer: 0, // layer whose MLP / attention is ablated
+    patchForm: { clean: 'The Eiffel Tower is in', corrupted: 'The Colosseum is in', metric: 'logit_diff', tokenA: ' Paris', tokenB: ' Rome', position: -1, sweep: 'residual', headPosition: 'all' }, // + cleanCount, corruptedCount (undefined: not counted yet)
+    patchStart: 0, // how many sweeps were started (a new number runs one)
+    patchResult: null, // {seq, result}: the last finished sweep
+    steerForm: { layer: null, source: 'mean_diff', positive: 'I love this\nWonderful, great', negative: 'I hate this\nAwful, terrible', token: ' happy', direction: '', alphas: '-8, 0, 8', from: '' },
+    steerResult: null, // {parentId, layer, norm, items: [{alpha, runId, text, divergence, effect}]}
     // ---- Explain tab (explain.js) ----
     explainMode: 'logit', // 'logit' | 'inputs' | 'flow'
     explainTarget: null, // token id explained at the selected position (null: the token there)
