@@ -116,8 +116,8 @@ test('logitHeatmap: heads grouped by KV head, then the bias (if any), then the M
   assert.deepEqual(columns.slice(0, 4).map((c) => c.kv), [0, 0, 1, 1]);
   assert.equal(cells.length, 2 * 5);
   // column 1 is head 2: layer 1's value is -3, and the cell carries the head
-  assert.deepEqual(cells.find((c) => c[0] === 1 && c[1] === 1), [1, 1, -3.0, 2]);
-  assert.deepEqual(cells.find((c) => c[0] === 4 && c[1] === 0), [4, 0, 1.5, -1], 'the MLP cell');
+  assert.deepEqual(cells.find((c) => c[0] === 1 && c[1] === 1), [1, 1, -3.0, 2, -Math.sqrt(3)]);
+  assert.deepEqual(cells.find((c) => c[0] === 4 && c[1] === 0), [4, 0, 1.5, -1, Math.sqrt(1.5)], 'the MLP cell');
   assert.deepEqual(logitCellToHead([1, 1, -3.0, 2]), { layer: 1, head: 2 });
   assert.equal(logitCellToHead([4, 0, 1.5, -1]), null, 'an MLP cell names no head');
   const biased = logitHeatmap(logitAnswer({ o_bias: [0.2, -0.1] }));
@@ -136,7 +136,10 @@ test('buildLogitOption: a diverging heatmap centred on 0, signed top bars, and t
   const built = buildLogitOption(data, ctx);
   const vm = built.option.visualMap;
   assert.equal(vm.min, -vm.max, 'the colour scale is centred on 0');
-  assert.equal(vm.max, 3.0, 'its ends are the largest |cell|');
+  assert.equal(vm.dimension, 4, 'coloured by the signed square root');
+  assert.ok(near(vm.max, Math.sqrt(3.0)), 'its ends are the largest |cell|');
+  assert.match(vm.text[0], /^\+3\.00 /, 'the legend names the raw ends');
+  for (const c of built.option.series[0].data) assert.ok(near(c[4], Math.sign(c[2]) * Math.sqrt(Math.abs(c[2]))));
   assert.deepEqual(vm.inRange.color, [...DIVERGING]);
   const [heat, bars] = built.option.series;
   assert.equal(heat.type, 'heatmap');
@@ -388,7 +391,7 @@ test('the logit loader asks for the selected position, target and contrast', asy
   });
   store.set({ run, selected: 7, explainContrast: 9 });
   const built = await registry.load('explain', run, { ...ctx, state: store.get(), selected: 7 });
-  assert.deepEqual(calls[0], ['tokenProbs', 'abcd1234', 7, CANDIDATES_N, { signal: undefined }]);
+  assert.deepEqual(calls[0], ['tokenProbs', 'abcd1234', 7, CANDIDATES_N]);
   assert.deepEqual(calls[1][0], 'explainLogit');
   assert.deepEqual(calls[1][1], { run_id: 'abcd1234', position: 7, target: null, contrast: 9 });
   assert.equal(built.meta['contrast-id'], 9);

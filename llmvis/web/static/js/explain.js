@@ -58,6 +58,23 @@ export function choices(data, target, t) {
   return { targets, contrasts, runnerUpId: ru?.id ?? null, targetId };
 }
 
+/** The input-attribution request the state asks for (without a job id). Pure. */
+export function inputsRequest(s) {
+  const method = INPUT_METHODS.includes(s.explainMethod) ? s.explainMethod : 'grad_x_input';
+  return {
+    ...explainParams(s.run?.run_id, s.selected, s.explainTarget, s.explainContrast),
+    method,
+    steps: method === 'integrated_gradients' ? s.explainSteps : null,
+  };
+}
+
+/** The key of the job the page on show wants, or null when it shows no job method. Pure. */
+export function wantedJobKey(s) {
+  if (s.view !== 'explain' || s.explainMode !== 'inputs' || !s.run) return null;
+  const req = inputsRequest(s);
+  return JOB_METHODS.includes(req.method) ? JSON.stringify(req) : null;
+}
+
 /** page: {doc, api, t, store, conversation, select}. */
 export function createExplain({ doc, api, t, store }) {
   const $ = (id) => doc.getElementById(id);
@@ -233,9 +250,12 @@ export function createExplain({ doc, api, t, store }) {
   renderMode(store.get());
   renderValues(store.get());
 
+  // The client caches GET answers as shared promises: a request that another redraw may share
+  // is never given this redraw's abort signal (aborting it would fail the other one too).
+
   /** The token_probs candidates of the position (cached by the client), put in the store. */
-  const loadCandidates = async (run, pos, signal) => {
-    const data = await api.tokenProbs(run.run_id, pos, CANDIDATES_N, { signal });
+  const loadCandidates = async (run, pos) => {
+    const data = await api.tokenProbs(run.run_id, pos, CANDIDATES_N);
     const cur = store.get().explainCandidates;
     if (!cur || cur.runId !== run.run_id || cur.position !== pos || cur.data !== data) {
       store.set({ explainCandidates: { runId: run.run_id, position: pos, data } });
@@ -243,32 +263,49 @@ export function createExplain({ doc, api, t, store }) {
     return data;
   };
 
+  // The input-attribution job in flight: {key, jobId, answer}. A redraw that asks for the same
+  // thing (a resize, a language change) follows the same job instead of starting another; one
+  // that asks for something else, or leaves the sub-view, cancels it. A handle, not state.
+  let inflight = null;
+  const dropJob = (job) => {
+    if (inflight === job) inflight = null;
+    api.cancel(job.jobId).catch(() => {}); // its request then answers 409
+  };
+
   /** A slow input attribution as a named job: progress from /api/jobs/<id>, Stop cancels. */
   const inputsJob = async (params, ctx) => {
-    const jobId = newJobId();
+    const key = JSON.stringify(params);
+    if (!inflight || inflight.key !== key) {
+      if (inflight) dropJob(inflight);
+      const jobId = newJobId();
+      const job = { key, jobId, answer: api.explainInputs({ ...params, job_id: jobId }) };
+      job.answer.then(() => { if (inflight === job) inflight = null; }, () => { if (inflight === job) inflight = null; });
+      inflight = job;
+    }
+    const job = inflight;
     let stopped = false;
-    let poll = 0;
     const stop = new Promise((resolve) => {
       ctx.onStop(() => {
         stopped = true;
-        api.cancel(jobId).catch(() => {}); // the request then answers 409
+        dropJob(job);
         resolve(null);
       });
     });
     const follow = async () => {
       try {
-        const job = await api.job(jobId);
-        if (!stopped && job.total) ctx.progress({ done: job.done, total: job.total });
+        const p = await api.job(job.jobId);
+        if (!stopped && p.total) ctx.progress({ done: p.done, total: p.total });
       } catch { /* not started yet, or already done */ }
     };
-    poll = setInterval(follow, JOB_POLL_MS);
+    const poll = setInterval(follow, JOB_POLL_MS);
     ctx.signal?.addEventListener('abort', () => {
       clearInterval(poll);
-      api.cancel(jobId).catch(() => {}); // superseded (another setting, position or tab): stop the work
+      // superseded: keep the job only if the page still asks for exactly this
+      if (inflight === job && wantedJobKey(store.get()) !== job.key) dropJob(job);
     }, { once: true });
     const stoppedView = { message: t('view.stopped', { view: t('tab.explain') }), stopped: true };
     try {
-      const answer = await Promise.race([api.explainInputs({ ...params, job_id: jobId }, { signal: ctx.signal }), stop]);
+      const answer = await Promise.race([job.answer, stop]);
       return stopped || answer === null ? stoppedView : answer;
     } catch (err) {
       if (stopped || err?.status === 409) return stoppedView;
@@ -287,25 +324,25 @@ export function createExplain({ doc, api, t, store }) {
         const pos = ctx.selected;
         const problem = explainProblem(run, pos);
         if (problem) return { message: t(problem) };
-        await loadCandidates(run, pos, ctx.signal);
+        await loadCandidates(run, pos);
         const params = explainParams(run.run_id, pos, s.explainTarget, s.explainContrast);
         const mode = EXPLAIN_MODES.includes(s.explainMode) ? s.explainMode : 'logit';
         if (mode === 'logit') {
           ctx.progress?.({ text: t('explain.loadingLogit') });
-          const data = await api.explainLogit(params, { signal: ctx.signal });
+          const data = await api.explainLogit(params);
           return buildLogitOption(data, ctx);
         }
         if (mode === 'flow') {
           ctx.progress?.({ text: t('explain.loadingFlow') });
-          const data = await api.explainFlow({ ...params, threshold: s.explainThreshold }, { signal: ctx.signal });
+          const data = await api.explainFlow({ ...params, threshold: s.explainThreshold });
           return buildFlowOption({ position: pos, query_position: pos - 1, ...data }, ctx);
         }
-        const method = INPUT_METHODS.includes(s.explainMethod) ? s.explainMethod : 'grad_x_input';
-        const inputParams = { ...params, method, steps: method === 'integrated_gradients' ? s.explainSteps : null };
+        const inputParams = inputsRequest(s);
+        const { method } = inputParams;
         ctx.progress?.({ text: t('explain.loadingInputs', { method: t(`explain.method.${method}`) }) });
         const data = JOB_METHODS.includes(method) && ctx.onStop
           ? await inputsJob(inputParams, ctx)
-          : await api.explainInputs(inputParams, { signal: ctx.signal });
+          : await api.explainInputs(inputParams);
         if (data.message) return data;
         if (!ctx.signal?.aborted) applyShades(run.run_id, data);
         return buildInputsOption(data, ctx);

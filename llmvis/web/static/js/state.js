@@ -60,7 +60,7 @@ export function initialState() {
     explainContrast: null, // token id of the contrast ("why not"), or null
     explainMethod: 'grad_x_input', // input attribution: 'grad_x_input' | 'integrated_gradients' | 'value_norm' | 'direct'
     explainSteps: 16, // integrated-gradients steps
-    explainThreshold: 0.05, // information-flow edge threshold
+    explainThreshold: 0.1, // information-flow edge threshold (the page starts above the API's 0.05: a readable graph)
     explainCandidates: null, // {runId, position, data}: /api/token_probs of the explained position
     explainEdge: null, // the flow edge last clicked (named in the info line)
   };

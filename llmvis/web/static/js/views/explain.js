@@ -147,7 +147,7 @@ export function partLabel(part, t) {
 /**
  * The heatmap's columns and cells: the query heads (ordered as kv_groups lists them, so heads
  * that share a KV head sit together), then the o_proj bias when there is one, then the MLP.
- * cells: [column, layer, value, query head or -1]. Pure.
+ * cells: [column, layer, value, query head or -1, signed √value (the colour)]. Pure.
  */
 export function logitHeatmap(data) {
   const Hq = data.heads[0]?.length ?? 0;
@@ -161,7 +161,7 @@ export function logitHeatmap(data) {
   data.heads.forEach((row, l) => {
     columns.forEach((c, x) => {
       const v = c.kind === 'head' ? row[c.head] : c.kind === 'bias' ? data.o_bias[l] : data.mlp[l];
-      cells.push([x, l, v, c.kind === 'head' ? c.head : -1]);
+      cells.push([x, l, v, c.kind === 'head' ? c.head : -1, Math.sign(v) * Math.sqrt(Math.abs(v))]);
     });
   });
   return { columns, cells };
@@ -205,12 +205,15 @@ export function buildLogitOption(data, ctx) {
   const barMax = absMax(top.map((p) => p.value));
   const W = ctx.width || 800;
   const H = ctx.height || 600;
-  const left = 56;
+  const left = 44;
   const topPad = 54;
-  const heatW = Math.max(160, Math.min(W * 0.5, columns.length * 44));
-  const plotH = Math.max(140, H - topPad - 40);
-  const barLeft = left + heatW + 96 + 84;
-  const barW = Math.max(120, W - barLeft - 70);
+  const labelW = 96; // the bar chart's category labels ("L29 MLP")
+  const valueW = 62; // its value labels
+  let heatW = Math.max(150, Math.min((W - left) * 0.5, columns.length * 44));
+  if (W - (left + heatW + labelW) - valueW < 110) heatW = Math.max(120, W - left - labelW - valueW - 110);
+  const plotH = Math.max(140, H - topPad - 78); // the colour legend sits under the heatmap
+  const barLeft = left + heatW + labelW;
+  const barW = Math.max(100, W - barLeft - valueW);
   const colLabel = (c) => (c.kind === 'head' ? `h${c.head}` : c.kind === 'bias' ? t('explain.bias') : t('explain.mlp'));
   const cellW = heatW / columns.length;
   const cellH = plotH / Math.max(1, L);
@@ -262,10 +265,11 @@ export function buildLogitOption(data, ctx) {
         type: 'value',
         min: -barMax * 1.15,
         max: barMax * 1.15,
+        splitNumber: 4,
         name: t(diffKey),
         nameLocation: 'middle',
         nameGap: 24,
-        axisLabel: { fontSize: 10, formatter: (v) => fmtSmall(v, 2) },
+        axisLabel: { fontSize: 10, hideOverlap: true, showMinLabel: false, showMaxLabel: false, formatter: (v) => fmtSmall(v, 1) },
         splitLine: { lineStyle: { color: PALETTE.grid } },
       },
     ],
@@ -293,18 +297,18 @@ export function buildLogitOption(data, ctx) {
       },
     ],
     visualMap: {
+      // signed square root (dimension 4): the small head parts stay visible next to a big MLP
       type: 'continuous',
       seriesIndex: 0,
-      dimension: 2,
-      min: -vmax,
-      max: vmax,
+      dimension: 4,
+      min: -Math.sqrt(vmax),
+      max: Math.sqrt(vmax),
       calculable: false,
-      orient: 'vertical',
-      left: left + heatW + 18,
-      top: topPad + 10,
-      itemHeight: Math.min(260, plotH - 40),
-      itemWidth: 12,
-      precision: 2,
+      orient: 'horizontal',
+      left: left + 58,
+      top: topPad + plotH + 30,
+      itemHeight: Math.max(60, Math.min(220, heatW - 130)),
+      itemWidth: 10,
       text: [`+${vmax.toFixed(2)} ${t('explain.raises')}`, `−${vmax.toFixed(2)} ${t('explain.lowers')}`],
       inRange: { color: [...DIVERGING] },
       textStyle: { color: PALETTE.muted, fontFamily: FONT, fontSize: 11 },
@@ -422,6 +426,7 @@ export function inputsCaption(data, t) {
     parts.push(t('explain.completeness', {
       sum: c.sum.toFixed(4), expected: c.expected.toFixed(4), gap: fmtSmall(c.gap, 4), steps: data.steps ?? '',
     }));
+    if (c.baseline) parts.push(t('explain.baseline', { tok: tokenName(c.baseline) }));
   }
   return parts.join(' · ');
 }
@@ -450,10 +455,11 @@ export function buildInputsOption(data, ctx) {
     type: 'value',
     min: unsigned ? 0 : -barMax * 1.2,
     max: barMax * 1.2,
+    splitNumber: 4,
     name: t(scoreKey),
     nameLocation: 'middle',
     nameGap: 24,
-    axisLabel: { fontSize: 10, formatter: (v) => fmtSmall(v, 2) },
+    axisLabel: { fontSize: 10, hideOverlap: true, showMinLabel: false, showMaxLabel: false, formatter: (v) => fmtSmall(v, 2) },
     splitLine: { lineStyle: { color: PALETTE.grid } },
   }];
   const yAxis = [{
@@ -646,6 +652,7 @@ export function buildFlowOption(data, ctx) {
   const plotW = Math.max(160, W - 70 - 30);
   const plotH = Math.max(140, H - 40 - 90);
   const index = new Map(nodes.map((n, i) => [nodeKey(n.layer, n.position), i]));
+  const dot = Math.max(3, Math.min(8, Math.min(plotW / Math.max(1, positions.length), plotH / (L + 2)) * 0.45));
   const graphNodes = nodes.map((n) => {
     const top = n.layer === L && n.position === q;
     return {
@@ -653,7 +660,7 @@ export function buildFlowOption(data, ctx) {
       value: [column.get(n.position), n.layer],
       layer: n.layer,
       position: n.position,
-      symbolSize: top ? 12 : 7,
+      symbolSize: top ? 12 : dot,
       itemStyle: { color: top ? PALETTE.highlight : '#c9d1db', borderColor: PALETTE.panel, borderWidth: 1 },
     };
   });
@@ -699,8 +706,8 @@ export function buildFlowOption(data, ctx) {
     }),
     xAxis: {
       type: 'value',
-      min: -0.5,
-      max: Math.max(0.5, positions.length - 0.5),
+      min: -1, // one empty step each side; ticks fall on the columns
+      max: Math.max(1, positions.length),
       interval: 1,
       name: t('explain.flowX'),
       nameLocation: 'middle',
@@ -719,8 +726,8 @@ export function buildFlowOption(data, ctx) {
     },
     yAxis: {
       type: 'value',
-      min: -0.5,
-      max: L + 0.5,
+      min: -1,
+      max: L + 1,
       interval: 1,
       name: t('explain.layer'),
       nameLocation: 'middle',
