@@ -1,5 +1,6 @@
 """The notebooks in examples/ run top to bottom through a real Jupyter kernel (nbclient +
 ipykernel) on the default model, with no error, and show what they say they show."""
+import ast
 import json
 import os
 from pathlib import Path
@@ -43,6 +44,12 @@ def test_the_layers_notebook_runs():
     cells = execute("02-inside-the-layers.ipynb")
     assert "Paris" in outputs(cells[0], "text/plain")
     assert "first top-1 at layer" in outputs(cells[1], "text/plain")
+    lens = outputs(cells[4], "text/html")  # the viewer inline, its srcdoc holding the lens
+    assert 'iframe class="llmvis-view"' in lens and "&quot;lens&quot;:{&quot;start&quot;" in lens
+    text, logit, parts = ast.literal_eval(outputs(cells[5], "text/plain"))  # explain a token
+    assert "Paris" in text and abs(logit - parts) < 0.05  # the parts add up to the logit
+    explain = outputs(cells[6], "text/html")
+    assert 'iframe class="llmvis-view"' in explain and "&quot;explain&quot;:{&quot;position&quot;" in explain
 
 
 def test_the_batch_notebook_runs():
