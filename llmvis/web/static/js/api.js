@@ -147,6 +147,13 @@ export function createApi({ base = '', cacheSize = 64, fetchImpl = (...args) => 
       getJSON('/api/token_probs', { run_id: runId, position, top_n: topN }, opts),
     attention: (runId, layer, head, extra = {}, opts) =>
       getJSON('/api/attention', { run_id: runId, layer, head, ...extra }, opts),
+    /** Every head of a layer as raw float16 (never cached): {buffer, heads, rows, cols, block, numTokens}. */
+    attentionHeadsF16: async (runId, layer, params = {}, opts = {}) => {
+      const res = await send(`/api/attention${queryString({ run_id: runId, layer, head: 'all', format: 'f16', ...params })}`,
+        { signal: opts.signal });
+      const num = (name) => Number(res.headers.get(`X-Llmvis-${name}`));
+      return { buffer: await res.arrayBuffer(), heads: num('Heads'), rows: num('Rows'), cols: num('Cols'), block: num('Block'), numTokens: num('Num-Tokens') };
+    },
     hiddenSimilarity: (runId, opts) => getJSON('/api/hidden_similarity', { run_id: runId }, opts),
     projection: (runId, layer, opts) =>
       getJSON('/api/embedding_projection', { run_id: runId, layer, method: 'pca' }, opts),

@@ -7,7 +7,9 @@ import { headLabel } from './views/attention.js';
 import {
   HEAD_METRICS, SEGMENT_COLOURS, buildHeadsGridOption, buildRowOption, buildSegmentsOption, gridCellToHead,
 } from './views/heads.js';
-import { buildLensOption, expandLensWindow, lensCellToPosition, lensColumns } from './views/lens.js';
+import {
+  LENS_PROBE, buildLensOption, expandLensWindow, fmtSeconds, lensCellToPosition, lensColumns, lensNeedsConfirm,
+} from './views/lens.js';
 import { decorateHeadsGrid, toggleHead, kvGroupOf } from './views/intervene.js';
 import { parseHead } from './core.js';
 import { el, kvGroupSize, option } from './util.js';
@@ -64,6 +66,12 @@ export function insightsExportDetail(view, s) {
   return undefined;
 }
 
+/** Why "attention by segment" has nothing to draw for a run without generated tokens. Pure. */
+export function segmentsNothingToSplit(run, t) {
+  const names = [...new Set(run.tokens.map((x) => x.segment).filter((s) => s && s !== 'template'))];
+  return t('segments.nothingToSplit', { k: names.length, names: names.map((s) => t(`tip.segment.${s}`)).join(', ') });
+}
+
 /** Lens ranges of at least this many positions run as a named, stoppable job. */
 export const LENS_JOB_MIN = 32;
 const LENS_POLL_MS = 500;
@@ -76,7 +84,7 @@ export function newJobId(random = () => Math.random()) {
 }
 
 /** page: {doc, api, t, store, select}. */
-export function createInsights({ doc, api, t, store }) {
+export function createInsights({ doc, api, t, store, chart }) {
   const $ = (id) => doc.getElementById(id);
   const conversationRoot = $('conversation');
   const SELECTS = [
@@ -131,6 +139,25 @@ export function createInsights({ doc, api, t, store }) {
   for (const [id, key, parse] of SELECTS) {
     $(id).addEventListener('change', (ev) => store.set({ [key]: parse(ev.target.value) }));
   }
+
+  // ---- the Layers tab on long runs: a time estimate first, and the window on show kept ----
+  let lensRate = null; // measured seconds per lens position (any run of this model)
+  const timed = (answer) => {
+    const k = (answer.end ?? 0) - (answer.start ?? 0);
+    if (answer.compute_s > 0.05 && k > 0) lensRate = answer.compute_s / k;
+    return answer;
+  };
+  $('lens-compute')?.addEventListener('click', () => {
+    const { run } = store.get();
+    if (run) store.set({ lensConfirmed: run.run_id });
+  });
+  /** The first column of the lens window on show, when the same range of the run is on show. */
+  const keptWindow = (run, start) => {
+    const shown = store.get().shown;
+    if (shown.view !== 'lens' || shown.runId !== run.run_id || shown.meta?.start !== start) return null;
+    const dz = chart?.()?.getOption?.()?.dataZoom?.[0];
+    return Number.isFinite(dz?.startValue) ? dz.startValue : null;
+  };
   store.subscribe((s, prev, changed) => {
     if (SELECTS.some(([, key]) => changed.has(key))) renderValues(s);
     if (changed.has('headsMode')) renderModeControls(s.headsMode);
@@ -140,7 +167,7 @@ export function createInsights({ doc, api, t, store }) {
 
   return {
     name: 'insights',
-    watch: SELECTS.map(([, key]) => key),
+    watch: [...SELECTS.map(([, key]) => key), 'lensConfirmed'],
     loaders: {
       async lens(run, ctx) {
         const s = ctx.state;
@@ -148,10 +175,27 @@ export function createInsights({ doc, api, t, store }) {
         const n = run.num_tokens ?? run.tokens.length;
         const { start } = lensColumns(n, run.num_prompt_tokens, s.lensRange);
         const count = n - start;
+        const opts = { ...ctx, metric: s.lensMetric, range: s.lensRange, keepWindow: keptWindow(run, start) };
+        if ($('lens-compute')) $('lens-compute').hidden = true;
         ctx.progress?.({ text: t('view.loadingLens', { n: count }) });
         if (count < LENS_JOB_MIN || !ctx.onStop) {
-          const data = expandLensWindow(await api.logitLens(run.run_id, 5, { start, end: n }));
-          return buildLensOption(data, { ...ctx, metric: s.lensMetric, range: s.lensRange });
+          const data = expandLensWindow(timed(await api.logitLens(run.run_id, 5, { start, end: n })));
+          return buildLensOption(data, opts);
+        }
+        // A long range says how long it will take before it starts (measured on this machine).
+        if (s.lensConfirmed !== run.run_id && lensNeedsConfirm(count, lensRate)) {
+          if (lensRate == null) {
+            ctx.progress({ text: t('lens.probing', { k: LENS_PROBE }) });
+            timed(await api.logitLens(run.run_id, 5, { start, end: Math.min(n, start + LENS_PROBE) }));
+          }
+          if (lensNeedsConfirm(count, lensRate)) {
+            const time = lensRate == null ? '?' : fmtSeconds(lensRate * count, t);
+            if ($('lens-compute')) {
+              $('lens-compute').textContent = t('lens.compute', { time });
+              $('lens-compute').hidden = false;
+            }
+            return { message: t('lens.estimate', { n: count, time, per: lensRate == null ? '?' : (lensRate * 1000).toFixed(0) }) };
+          }
         }
         // A long range runs as a named job: its progress shows, and Stop cancels it.
         const jobId = newJobId();
@@ -167,7 +211,8 @@ export function createInsights({ doc, api, t, store }) {
         const follow = async () => {
           try {
             const job = await api.job(jobId);
-            if (!stopped) ctx.progress({ done: job.done, total: job.total });
+            const left = lensRate == null ? '' : ` · ${t('lens.remaining', { time: fmtSeconds(lensRate * (job.total - job.done), t) })}`;
+            if (!stopped) ctx.progress({ done: job.done, total: job.total, text: t('view.loadingLens', { n: count }) + left });
           } catch { /* not started yet, or already done */ }
         };
         poll = setInterval(follow, LENS_POLL_MS);
@@ -179,7 +224,7 @@ export function createInsights({ doc, api, t, store }) {
         try {
           const answer = await Promise.race([api.logitLens(run.run_id, 5, { start, end: n, job_id: jobId }), stop]);
           if (stopped || answer === null) return { message: t('view.stopped', { view: t('tab.lens') }), stopped: true };
-          return buildLensOption(expandLensWindow(answer), { ...ctx, metric: s.lensMetric, range: s.lensRange });
+          return buildLensOption(expandLensWindow(timed(answer)), opts);
         } catch (err) {
           if (stopped || err?.status === 409) return { message: t('view.stopped', { view: t('tab.lens') }), stopped: true };
           throw err;
@@ -196,6 +241,8 @@ export function createInsights({ doc, api, t, store }) {
           return buildRowOption(data, ctx);
         }
         if (s.headsMode === 'segments') {
+          // The split is of the generated tokens' attention: a scored text has none to split.
+          if (!run.tokens.some((x) => x.source === 'generated')) return { message: segmentsNothingToSplit(run, t) };
           const data = await api.segments(run.run_id, 1);
           return buildSegmentsOption(data, ctx);
         }

@@ -5,6 +5,7 @@
 
 import { PALETTE, download } from './charts.js';
 import { formFromRun } from './controls.js';
+import { exportFrame, frameSVG } from './exportframe.js';
 import { el, fmtBytes } from './util.js';
 
 const THEME = 'llmvis-dark';
@@ -324,7 +325,8 @@ export function createKeeper({ doc, win, api, i18n, store, echarts, chart, conve
     const instance = chart();
     const id = currentId();
     if (!instance || !echarts || !id) return;
-    const svg = chartToSVG(doc, echarts, instance);
+    const frame = exportFrame(store.get(), $('view-caption').textContent, t); // title and caption (exportframe.js)
+    const svg = frameSVG(chartToSVG(doc, echarts, instance), instance.getWidth(), instance.getHeight(), frame);
     const url = URL.createObjectURL(new Blob([svg], { type: 'image/svg+xml' }));
     download(doc, url, `llmvis-${store.get().view}-${id}.svg`);
     setTimeout(() => URL.revokeObjectURL(url), 10_000);

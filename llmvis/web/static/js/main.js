@@ -5,17 +5,19 @@
 // language hooks all go through the registry. Nothing is put on window.
 
 import { createApi } from './api.js';
-import { createChartHost } from './charts.js';
+import { PALETTE, createChartHost, download } from './charts.js';
 import { createControls } from './controls.js';
 import { createConversation } from './conversation.js';
 import { createCoreViews } from './core.js';
 import { createEstimate } from './estimate.js';
 import { createExplain } from './explain.js';
+import { exportFrame, framePNG } from './exportframe.js';
 import { createI18n } from './i18n.js';
 import { createInsights } from './insights.js';
 import { createInteractive } from './interactive.js';
 import { createIntervene } from './intervene.js';
 import { createKeeper } from './keep.js';
+import { createOverview } from './overview.js';
 import { createRegistry } from './registry.js';
 import { runSummaryText } from './score.js';
 import { initialState } from './state.js';
@@ -24,7 +26,7 @@ import { fmtNum, fmtProb, tokenLabels } from './tokens.js';
 import { el } from './util.js';
 
 // Feature factories, in registration order: it is the order of the tabs for the arrow keys.
-const FEATURES = [createControls, createEstimate, createCoreViews, createInsights, createInteractive, createKeeper, createExplain, createIntervene];
+const FEATURES = [createControls, createEstimate, createCoreViews, createInsights, createOverview, createInteractive, createKeeper, createExplain, createIntervene];
 
 /** Is the keyboard focus somewhere that wants arrow keys for itself? */
 function focusWantsArrows(target) {
@@ -318,7 +320,13 @@ function boot() {
   $('save-png').addEventListener('click', () => {
     const s = store.get();
     if (!host || !s.run) return;
-    host.savePNG(`llmvis-${s.view}-${registry.exportDetail(s.view, s)}.png`);
+    // the saved image carries its title, caption, model, run and position (exportframe.js)
+    const { chart } = host;
+    const frame = exportFrame(s, $('view-caption').textContent, t);
+    const png = chart.getDataURL({ type: 'png', pixelRatio: 2, backgroundColor: PALETTE.panel });
+    framePNG(doc, png, chart.getWidth(), chart.getHeight(), 2, frame)
+      .then((url) => download(doc, url, `llmvis-${s.view}-${registry.exportDetail(s.view, s)}.png`))
+      .catch((err) => showError(err.message || String(err)));
   });
 
   doc.addEventListener('keydown', (ev) => {

@@ -33,10 +33,12 @@ export function initialState() {
     head: 'mean', // attention head: 'mean' | 'max' | number
     scale: 'auto', // attention colour scale: 'auto' (√, log on long runs) | 'sqrt' | 'linear' | 'log'
     attnRange: 'all', // attention: 'all' (pooled) | 'window' (128 around the selection)
+    attnZoom: null, // attention zoom dragged on the heatmap: {runId, q0, q1, k0, k1} (half-open), or null
     topN: 20, // candidates in the probabilities view
     projLayer: null, // projection layer (0 = embeddings); the middle layer once the model is known
     lensMetric: 'prob', // logit lens colour: 'prob' | 'rank' | 'entropy'
     lensRange: 'generated', // logit lens columns: 'generated' | 'all'
+    lensConfirmed: null, // run id whose long lens range the user asked for after seeing its time estimate
     headsMode: 'grid', // Heads tab: 'grid' | 'row' | 'segments'
     headsMetric: 'entropy', // head grid statistic
     rowHead: 'mean', // head of the row view

@@ -42,6 +42,47 @@ export function expandLensWindow(data) {
   return out;
 }
 
+/** The most positions the lens shows at once; a longer range scrolls (a slider below it). */
+export const LENS_WINDOW = 64;
+/** Narrowest column of a scrolled lens, in pixels: every position keeps a readable label. */
+export const LENS_MIN_COLUMN_PX = 12;
+
+/** How many of `cols` columns fit readably in `plotW` pixels (all of them when they fit). Pure. */
+export function lensVisibleColumns(cols, plotW) {
+  const fit = Math.max(16, Math.min(LENS_WINDOW, Math.floor(plotW / LENS_MIN_COLUMN_PX)));
+  return Math.min(cols, fit);
+}
+
+/**
+ * The first column of the window on show: the previous window (`keep`, a column index) while it
+ * still holds the selected column, else one that centres the selection, else the first. Pure.
+ */
+export function lensWindowStart(cols, visible, selCol, keep = null) {
+  const last = Math.max(0, cols - visible);
+  const clamp = (v) => Math.max(0, Math.min(last, v));
+  if (keep != null && (selCol == null || (selCol >= keep && selCol < keep + visible))) return clamp(keep);
+  if (selCol != null) return clamp(selCol - Math.floor(visible / 2));
+  return 0;
+}
+
+/** Ranges longer than this ask before they start, with a time estimate. */
+export const LENS_CONFIRM_FROM = 256;
+/** ...unless the estimate is shorter than this many seconds. */
+export const LENS_CONFIRM_S = 5;
+/** Positions measured to estimate a long range when no lens of this model was timed yet. */
+export const LENS_PROBE = 64;
+
+/** Does a range of `count` positions ask first? rate: measured seconds per position, or null. Pure. */
+export function lensNeedsConfirm(count, rate) {
+  return count > LENS_CONFIRM_FROM && (rate == null || rate * count >= LENS_CONFIRM_S);
+}
+
+/** Seconds as "45 s" or "2 min 32 s" (t: the translator, keys time.s and time.min). Pure. */
+export function fmtSeconds(sec, t) {
+  const s = Math.max(1, Math.round(sec));
+  return s < 60 ? t('time.s', { s }) : t('time.min', { m: Math.floor(s / 60), s: s % 60 });
+}
+
 /** Value and colour-scale value of one cell for a metric. Pure. */
 export function lensCellValue(data, metric, layer, pos) {
   if (metric === 'entropy') {
@@ -88,10 +129,13 @@ export function buildLensOption(data, ctx) {
   const sideW = Math.min(150, Math.max(90, Math.round(W * 0.16)));
   const left = 74;
   const top = 28;
-  const bottom = 92;
   const plotW = Math.max(120, W - left - sideW - 120);
+  // A long range is shown a window at a time, with a slider under the axis to scroll it.
+  const visible = lensVisibleColumns(cols, plotW);
+  const scrolled = visible < cols;
+  const bottom = scrolled ? 136 : 92;
   const plotH = Math.max(120, H - top - bottom);
-  const cellW = cols ? plotW / cols : plotW;
+  const cellW = visible ? plotW / visible : plotW;
   const cellH = plotH / L1;
   const showText = cellW >= 30 && cellH >= 11;
 
@@ -104,7 +148,9 @@ export function buildLensOption(data, ctx) {
       : { min: 0, max: Math.max(1e-6, vmax), inRange: { color: colours }, text: [`${vmax.toFixed(1)} nats`, '0'] };
 
   const selCol = ctx.selected != null && ctx.selected >= start && ctx.selected < end ? ctx.selected - start : null;
-  const interval = labelPicker(cols, Math.floor(plotW / 13), selCol);
+  const winStart = scrolled ? lensWindowStart(cols, visible, selCol, ctx.keepWindow ?? null) : 0;
+  // labels thinned for the window on show, not for the whole range
+  const interval = labelPicker(cols, Math.floor((plotW / 13) * (cols / Math.max(1, visible))), selCol);
   const series = [
     {
       id: 'lens',
@@ -273,6 +319,25 @@ export function buildLensOption(data, ctx) {
     },
     series,
   };
+  if (scrolled) {
+    const zoom = { xAxisIndex: 0, startValue: winStart, endValue: winStart + visible - 1, zoomLock: true, filterMode: 'filter' };
+    option.dataZoom = [
+      {
+        id: 'lens-window',
+        type: 'slider',
+        ...zoom,
+        left,
+        width: plotW,
+        bottom: 8,
+        height: 16,
+        brushSelect: false,
+        showDetail: true,
+        labelFormatter: (v) => `#${Number(v) + start}`,
+        textStyle: { color: PALETTE.muted, fontFamily: MONO, fontSize: 10 },
+      },
+      { id: 'lens-window-inside', type: 'inside', ...zoom, zoomOnMouseWheel: false, moveOnMouseWheel: true, moveOnMouseMove: true },
+    ];
+  }
   let settledAt = 0;
   let counted = 0;
   for (let p = start; p < end; p += 1) {
@@ -280,13 +345,15 @@ export function buildLensOption(data, ctx) {
   }
   const caption = t('lens.caption', { n: cols, metric: t(`lens.metric.${metric}`) })
     + (counted ? ` · ${t('lens.settled', { l: (settledAt / counted).toFixed(1) })}` : '')
-    + (tail ? ` · ${t('lens.tail', { k: cols })}` : '');
+    + (tail ? ` · ${t('lens.tail', { k: cols })}` : '')
+    + (scrolled ? ` · ${t('lens.scrolled', { k: visible })}` : '');
   return {
     option,
     caption,
     meta: {
       metric, layers: L1, columns: cols, start, cells: cells.length, 'first-top1': firstTop1.length, labels: showText ? 1 : 0,
       plot: `${left},${top},${Math.round(plotW)},${Math.round(plotH)}`,
+      ...(scrolled ? { visible, 'window-start': winStart } : {}),
     },
   };
 }

@@ -46,6 +46,19 @@ export function robustWindow(points) {
   };
 }
 
+/**
+ * Where an off-scale point's label goes and the arrow that points to the real position: the
+ * label sits on the side facing the plot, so it is never cut by the chart's edge. Pure.
+ */
+export function offScaleLabel(p, win) {
+  const dx = p.rawX < win.x[0] ? -1 : p.rawX > win.x[1] ? 1 : 0;
+  const dy = p.rawY < win.y[0] ? -1 : p.rawY > win.y[1] ? 1 : 0;
+  const arrow = { '-1,-1': '↙', '-1,0': '←', '-1,1': '↖', '0,-1': '↓', '0,1': '↑', '1,-1': '↘', '1,0': '→', '1,1': '↗' }[`${dx},${dy}`] || '→';
+  if (dx < 0) return { position: 'right', text: `${arrow} ${p.name}` };
+  if (dx > 0) return { position: 'left', text: `${p.name} ${arrow}` };
+  return { position: dy > 0 ? 'bottom' : 'top', text: `${arrow} ${p.name}` };
+}
+
 /** Clamp points into a window, flagging the ones that were moved. Pure. */
 export function clampPoints(points, win) {
   if (!win) return points.map((p) => ({ ...p, off: false }));
@@ -115,17 +128,22 @@ export function buildProjectionOption(data, ctx) {
       id: 'off-scale',
       name: t('projection.offScale'),
       type: 'scatter',
-      data: offScale.map(datum),
+      data: offScale.map((p) => {
+        const where = offScaleLabel({ ...p, name: label(p) }, win);
+        return { ...datum(p), label: { position: where.position, formatter: () => where.text } };
+      }),
       symbol: 'diamond',
       symbolSize: 11,
       itemStyle: { color: 'transparent', borderColor: PALETTE.text, borderWidth: 1.5 },
       label: {
         show: true,
-        position: 'left',
-        formatter: (p) => `${p.name} ⟶`,
+        distance: 6,
         color: PALETTE.text,
         fontFamily: MONO,
         fontSize: 10,
+        backgroundColor: 'rgba(18,22,28,0.85)',
+        padding: [1, 4],
+        borderRadius: 3,
       },
       z: 15,
     });
