@@ -82,7 +82,7 @@ def test_pick_two_heads_ablate_and_see_the_effect(page: Page, screenshot_dir, tm
     page.keyboard.up("Shift")
     wait_rendered(page, "heads", before)
     expect(page.get_by_test_id("ablate-count")).to_have_attribute("data-count", "2")
-    doc_shot(page, "intervene-ablate-pick.png", screenshot_dir)
+    page.screenshot(path=str(screenshot_dir / "intervene-ablate-pick.png"))
 
     # Ablate: a linked run of kind intervention appears in the branch tree, the Effect tab opens.
     before = rendered(page)
@@ -284,3 +284,34 @@ def test_intervene_views_in_chinese(page: Page):
     expect(page.get_by_test_id("ablate-count")).to_have_text("已选 0 个头")
     page.get_by_test_id("tab-effect").click()
     expect(page.locator("#chart-overlay-text")).to_contain_text("先对运行做消融或引导")
+
+
+def test_a_head_sweep_shows_progress_and_stops(page: Page):
+    generate(page, CLEAN, max_new_tokens=2)
+    page.get_by_test_id("tab-patch").click()
+    expect(page.get_by_test_id("patch-clean-count")).to_have_text("6 tokens")
+    page.get_by_test_id("patch-sweep").select_option("heads")
+    expect(page.get_by_test_id("patch-head-position")).to_be_visible()
+    page.get_by_test_id("patch-head-position").fill("all")
+    with page.expect_request(lambda r: r.url.endswith("/api/intervene/patch")) as req:
+        page.get_by_test_id("patch-start").click()
+    body = req.value.post_data_json
+    assert body["sweep"] == "heads" and body["head_position"] == "all"
+    job_id = body["job_id"]
+    # progress "done / total" shows while it runs, total = 30 layers x 9 heads
+    expect(page.get_by_test_id("view-progress")).to_contain_text("/ 270", timeout=60_000)
+    with page.expect_response(lambda r: r.url.endswith("/api/intervene/patch")) as resp:
+        page.get_by_test_id("view-stop").click()
+    assert resp.value.status == 409 and "cancel" in resp.value.json()["error"]
+    expect(page.locator("#chart-overlay-text")).to_have_text("Patch: stopped. Press Start to run the sweep again.")
+    # a redraw (a click on a token) does not start the sweep again; only Start does
+    requests = []
+    page.on("request", lambda r: requests.append(r.url) if r.url.endswith("/api/intervene/patch") else None)
+    page.get_by_test_id("token").nth(2).click()
+    page.wait_for_timeout(500)
+    assert requests == []
+    job = page.request.get(f"{page.base_url}/api/jobs/{job_id}")
+    if job.status == 200:  # the job may already be forgotten; when it is known it was cancelled
+        assert job.json()["status"] in ("cancelled", "canceled"), job.json()
+        assert job.json()["done"] < 270
+    expect(page.get_by_test_id("patch-start")).to_be_enabled()

@@ -41,6 +41,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
   const effectsCache = new Map(); // run_id -> effects answer (inline in the ablate / steer answers)
   let patchJob = null; // the sweep in flight: {seq, jobId, promise, stopped}; a handle, not state
   let lastEffect = null; // {runId, positions}: to map a clicked position to the run on show
+  let stoppedSeq = 0; // the sweep request last stopped: it is not restarted by a redraw, only by Start
 
   const refuseWhileBusy = () => {
     if (!store.get().busy) return false;
@@ -254,6 +255,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
     const s = ctx.state;
     if (!s.patchStart) return { message: t('patch.intro') };
     if (s.patchResult && s.patchResult.seq === s.patchStart) return buildPatchOption(s.patchResult.result, ctx);
+    if (stoppedSeq === s.patchStart) return { message: t('patch.stopped'), stopped: true };
     const job = ensurePatchJob(s.patchStart);
     ctx.progress?.({ text: t('patch.running', { sweep: t(`patch.sweep.${s.patchForm.sweep === 'heads' ? 'heads' : 'residual'}`) }) });
     const stop = new Promise((resolve) => {
@@ -275,8 +277,9 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
       if (store.get().view !== 'patch') { job.stopped = true; api.cancel(job.jobId).catch(() => {}); }
     }, { once: true });
     const stoppedMessage = () => {
+      stoppedSeq = job.seq;
       store.set({ patchResult: null });
-      return { message: t('view.stopped', { view: t('tab.patch') }), stopped: true };
+      return { message: t('patch.stopped'), stopped: true };
     };
     try {
       const answer = await Promise.race([job.promise, stop]);
