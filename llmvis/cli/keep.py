@@ -104,7 +104,7 @@ def cmd_show(args) -> int:
             run = import_bundle(engine, data)
         url_path = f"/?run={run.id}"
         if args.open:
-            webbrowser.open(f"http://{args.host}:{args.port}{url_path}")
+            webbrowser.open(f"http://{args.host}:{args.port}{args.base_url}{url_path}")  # under --base-url
         return url_path
 
     return cmd_serve(serve_args, on_engine=on_engine)
