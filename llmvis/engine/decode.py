@@ -109,26 +109,43 @@ class _Recorder:
         With `forced`, that token is taken instead of a sample (a fork); its statistics are
         still those of the distributions it would have been sampled from.
         """
-        dist = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
-        if forced is not None:
-            chosen = int(forced)
-        elif dist.ids.numel() == 1:
-            chosen = int(dist.ids[0])
-        else:
-            pick = torch.multinomial(dist.probs, 1, generator=gen)
-            chosen = int(dist.ids[pick])
         probs = torch.softmax(logits, -1)  # (V,)
         top_p, top_i = torch.topk(probs, self.k)  # (K,)
-        chosen_t = torch.tensor([chosen])
-        self.prob[pos] = float(probs[chosen])
-        self.rank[pos] = int(rank_of(probs.unsqueeze(0), chosen_t)[0])
+        if params.temperature == 0:
+            # greedy, without a SamplingDist: the point mass on the argmax, and cut_mass from the
+            # softmax above (the same op on the same row as sampling_distribution's, so the same bits)
+            top_id = int(torch.argmax(logits))
+            chosen = top_id if forced is None else int(forced)
+            sample_prob, sample_entropy = float(chosen == top_id), 0.0
+            cut_mass = float(1.0 - probs[top_id].item())
+            top_sample = (top_i == top_id).float()
+        else:
+            dist = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
+            if forced is not None:
+                chosen = int(forced)
+            elif dist.ids.numel() == 1:
+                chosen = int(dist.ids[0])
+            else:
+                pick = torch.multinomial(dist.probs, 1, generator=gen)
+                chosen = int(dist.ids[pick])
+            sample_prob = float(dist.prob_of(torch.tensor([chosen]))[0])
+            sample_entropy, cut_mass = dist.entropy, dist.cut_mass
+            top_sample = dist.prob_of(top_i)
+        p_chosen = probs[chosen]
+        in_top = top_i == chosen  # (K,)
+        if bool(in_top.any()):
+            # every entry above a member of the top K is in the top K: count there, not over V
+            self.rank[pos] = int((top_p > p_chosen).sum()) + 1
+        else:
+            self.rank[pos] = int((probs > p_chosen).sum()) + 1  # = rank_of(probs, chosen)
+        self.prob[pos] = float(p_chosen)
         self.entropy[pos] = float(entropy_from_logits(logits))
-        self.sample_prob[pos] = float(dist.prob_of(chosen_t)[0])
-        self.sample_entropy[pos] = dist.entropy
-        self.cut_mass[pos] = dist.cut_mass
+        self.sample_prob[pos] = sample_prob
+        self.sample_entropy[pos] = sample_entropy
+        self.cut_mass[pos] = cut_mass
         self.top_ids[pos] = top_i.numpy()
         self.top_probs[pos] = top_p.numpy()
-        self.top_sample[pos] = dist.prob_of(top_i).numpy()
+        self.top_sample[pos] = top_sample.numpy()
         return chosen
 
     def row(self, pos: int) -> dict:
@@ -219,8 +236,7 @@ def decode(
                 use_cache=True,
                 output_hidden_states=True,
             )
-            for layer, h in enumerate(out.hidden_states):
-                hidden[layer, pos] = h[0, -1]
+            hidden[:, pos].copy_(torch.cat(out.hidden_states)[:, -1])  # (L+1, H) in one copy, not L+1
             if residual is not None:
                 residual[pos] = pre_norm.pop()[0, -1]
             cache = out.past_key_values
