@@ -459,7 +459,7 @@ test('integrated gradients run as a job: progress is followed and Stop cancels i
   assert.equal(req[1].method, 'integrated_gradients');
   assert.equal(req[1].steps, 16);
   assert.match(req[1].job_id, /^[0-9a-f]{16}$/);
-  assert.ok(progress.some((p) => p.done === 3 && p.total === 16), 'the job progress is shown');
+  assert.ok(progress.some((p) => p.text === 'explain.progressSteps{"method":"explain.method.integrated_gradients","done":3,"total":16}'), 'the job progress is shown, in gradient passes');
   assert.equal(typeof stopFn, 'function');
   stopFn();
   const built = await pending;

@@ -294,7 +294,10 @@ export function createExplain({ doc, api, t, store }) {
     const follow = async () => {
       try {
         const p = await api.job(job.jobId);
-        if (!stopped && p.total) ctx.progress({ done: p.done, total: p.total });
+        // the job counts gradient passes (IG: its steps), not positions
+        if (!stopped && p.total) {
+          ctx.progress({ text: t('explain.progressSteps', { method: t(`explain.method.${params.method}`), done: p.done, total: p.total }) });
+        }
       } catch { /* not started yet, or already done */ }
     };
     const poll = setInterval(follow, JOB_POLL_MS);
