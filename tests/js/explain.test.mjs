@@ -164,6 +164,14 @@ test('buildLogitOption: a diverging heatmap centred on 0, signed top bars, and t
   assert.equal(built.meta.total, data.total.toFixed(4));
 });
 
+test('the heatmap names the KV head of each group of heads', () => {
+  const narrow = buildLogitOption(logitAnswer(), { ...ctx, width: 300 }).option.xAxis[0];
+  const labels = narrow.data.map((v, i) => narrow.axisLabel.formatter(v, i));
+  assert.deepEqual(labels, ['h0\nkv0', 'h1\n ', 'h2\nkv1', 'h3\n ', 'explain.mlp'], 'narrow: under the first head of each group');
+  const wide = buildLogitOption(logitAnswer(), { ...ctx, width: 1400 }).option.xAxis[0];
+  assert.deepEqual(wide.data.map((v, i) => wide.axisLabel.formatter(v, i)).slice(0, 4), ['h0\nkv0', 'h1\nkv0', 'h2\nkv1', 'h3\nkv1']);
+});
+
 test('buildLogitOption: a contrast and a soft-cap are named in the caption', () => {
   const data = logitAnswer({ contrast: { id: 9, text: ' red' }, softcap: 30 });
   const built = buildLogitOption(data, ctx);

@@ -257,7 +257,13 @@ export function buildLogitOption(data, ctx) {
         axisLine: { show: false },
         axisLabel: {
           fontFamily: MONO, fontSize: 10, interval: 0,
-          formatter: (v, idx) => (cellW >= 34 && columns[idx]?.kind === 'head' ? `${v}\nkv${columns[idx].kv}` : v),
+          // the KV head under every head when there is room, else under the first of each group
+          formatter: (v, idx) => {
+            const c = columns[idx];
+            if (c?.kind !== 'head') return v;
+            const first = idx === 0 || columns[idx - 1].kv !== c.kv;
+            return cellW >= 34 || first ? `${v}\nkv${c.kv}` : `${v}\n `;
+          },
         },
       },
       {
