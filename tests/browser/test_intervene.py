@@ -137,6 +137,29 @@ def test_pick_two_heads_ablate_and_see_the_effect(page: Page, screenshot_dir, tm
     expect(chart).to_have_attribute("data-run-b", child)
 
 
+def test_free_running_ablation_is_aligned_by_edit_distance(page: Page):
+    generate(page, "Count: one, two, three,", max_new_tokens=8)
+    open_tab(page, "heads")
+    page.get_by_test_id("ablate-target").select_option("attention")
+    page.get_by_test_id("ablate-layer").select_option("0")
+    page.get_by_test_id("ablate-free").check()
+    before = rendered(page)
+    with page.expect_response(lambda r: r.url.endswith("/api/intervene/ablate")) as resp:
+        page.get_by_test_id("ablate").click()
+    answer = resp.value.json()
+    assert answer["run"]["intervention"]["free"] is True
+    assert answer["run"]["intervention"]["targets"] == [{"kind": "attention", "layer": 0}]
+    wait_rendered(page, "effect", before)
+    align = answer["effects"]["align"]
+    expect(page.get_by_test_id("chart")).to_have_attribute("data-alignment", align)
+    words = {"edit": "token edit distance", "position": "position"}[align]
+    expect(page.get_by_test_id("view-caption")).to_contain_text(f"aligned by {words}")
+    floored = [p for p in answer["effects"]["positions"] if p["kl_floored"]]
+    expect(page.get_by_test_id("chart")).to_have_attribute("data-floored", str(len(floored)))
+    if floored:  # each floored KL is a bound in the list, never a number
+        expect(page.get_by_test_id("effect-panel")).to_contain_text("≥ 23 nats (floored)")
+
+
 def test_ablate_a_layers_mlp_from_the_layer_label(page: Page):
     generate(page, "Count: one, two, three,", max_new_tokens=4)
     open_tab(page, "heads")
@@ -267,7 +290,32 @@ def test_steering_sweep_side_by_side(page: Page, screenshot_dir, tmp_path):
         expect(tree.locator(f"[data-testid='branch'][data-run-id='{r['run']['run_id']}']")).to_be_visible()
     doc_shot(page, "intervene-steer.png", screenshot_dir)
     svg_export_parses(page, tmp_path, "steer")
+
+    # The Diff tab can align the free-running α = 8 run by token edit distance, and says so.
+    eight = next(r for r in answer["results"] if r["alpha"] == 8)["run"]["run_id"]
+    page.get_by_test_id("tab-diff").click()
+    before = rendered(page)
+    page.get_by_test_id("diff-a").select_option(parent)
+    page.get_by_test_id("diff-b").select_option(eight)
+    wait_rendered(page, "diff", before)
+    expect(page.get_by_test_id("view-caption")).to_contain_text("aligned by position")
+    before = rendered(page)
+    with page.expect_response(lambda r: "/api/diff" in r.url and "align=edit" in r.url) as resp:
+        page.get_by_test_id("diff-align").select_option("edit")
+    diff = resp.value.json()
+    assert diff["align"] == "edit"
+    wait_rendered(page, "diff", before)
+    expect(page.get_by_test_id("view-caption")).to_contain_text("aligned by token edit distance")
+    expect(page.get_by_test_id("chart")).to_have_attribute("data-alignment", "edit")
+    if diff["divergence_position"] is not None:
+        expect(page.get_by_test_id("divergence")).to_have_count(1)
+    # its means leave the floored rows out: recomputed here from the answer
+    rows = [r for r in diff["kl"] if not r["in_common_prefix"] and not r["kl_raw_floored"]]
+    if rows:
+        mean = sum(max(0.0, r["kl_raw"]) for r in rows) / len(rows)
+        expect(page.get_by_test_id("view-caption")).to_contain_text(f"{mean:.3f}")
     # a bad alpha list is refused in the page, with the reason
+    page.get_by_test_id("tab-steer").click()
     page.get_by_test_id("steer-alphas").fill("1, two")
     page.get_by_test_id("steer-start").click()
     expect(page.get_by_test_id("error")).to_have_text("α must be numbers (e.g. -8, 0, 8).")

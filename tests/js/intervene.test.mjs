@@ -262,3 +262,56 @@ test('effectRunId and the export names', () => {
   assert.equal(interveneExportDetail('steer', { steerResult: { layer: 5 } }), 'L5');
   assert.equal(interveneExportDetail('lens', {}), undefined);
 });
+
+// The Diff tab with the server's alignment and floored flags (issue 15).
+const tok = (position, id, text, source = 'generated') => ({ position, id, text, source });
+const ALIGNED = {
+  run_a: 'aa',
+  run_b: 'bb',
+  align: 'edit',
+  tokens_a: [tok(0, 1, 'A', 'prompt'), tok(1, 2, ' x'), tok(2, 3, ' y'), tok(3, 4, ' z')],
+  tokens_b: [tok(0, 1, 'A', 'prompt'), tok(1, 2, ' x'), tok(2, 9, ' <q>'), tok(3, 3, ' y'), tok(4, 4, ' z')],
+  same: [true, true, false, false],
+  common_prefix: 2,
+  divergence_position: 2,
+  pairs: [[0, 0], [1, 1], [null, 2], [2, 3], [3, 4]],
+  params_a: {},
+  params_b: {},
+  kl: [
+    { position: 1, position_b: 1, kl_raw: 0, kl_sampling: 0, in_common_prefix: true },
+    { position: 2, position_b: 3, kl_raw: 0.5, kl_sampling: 23.02, kl_raw_floored: false, kl_sampling_floored: true, in_common_prefix: false },
+    { position: 3, position_b: 4, kl_raw: 0.25, kl_sampling: 0.75, kl_raw_floored: false, kl_sampling_floored: false, in_common_prefix: false },
+  ],
+};
+
+test('diff: floored KL rows are gaps with a marker, never in the mean; the alignment is named', async () => {
+  const { buildDiffOption, meanKlAfter, alignNote, renderDiffTokens } = await import('../../llmvis/web/static/js/views/diff.js');
+  // independent: the sampling mean is over the one measured row after the prefix
+  assert.equal(meanKlAfter(ALIGNED, 'kl_sampling'), 0.75);
+  assert.equal(meanKlAfter(ALIGNED, 'kl_raw'), (0.5 + 0.25) / 2);
+  const { option, caption, meta } = buildDiffOption(ALIGNED, { t });
+  const samp = option.series.find((s) => s.id === 'kl-sampling');
+  assert.deepEqual(samp.data, [[1, 0], [2, null], [3, 0.75]]);
+  assert.equal(samp.markPoint.data.length, 1);
+  assert.equal(samp.markPoint.data[0].coord[0], 2);
+  assert.equal(option.series.find((s) => s.id === 'kl-raw').markPoint.data.length, 0);
+  assert.equal(meta.alignment, 'edit');
+  assert.equal(meta.floored, 1);
+  assert.ok(caption.endsWith(alignNote(ALIGNED, t)) && caption.includes('diff.align.edit') && caption.includes('diff.flooredCount'), caption);
+  assert.equal(alignNote({ kl: [] }, t), '', 'an older answer without align adds nothing');
+  // the tooltip names token B at its aligned position and the floored value as a bound
+  const tip = option.tooltip.formatter([{ axisValue: 2 }]);
+  assert.ok(tip.includes('·y') && tip.includes('diff.floored'), tip);
+  // chips: one column per aligned pair; the insertion has an empty A side
+  const doc = fakeDoc();
+  const root = doc.createElement('div');
+  renderDiffTokens(root, ALIGNED, { t, doc });
+  const grid = root.children[1];
+  const cols = grid.children.filter((c) => c.dataset?.position != null);
+  assert.equal(cols.length, 5);
+  const insertion = cols[2];
+  assert.equal(insertion.children[1].className, 'diff-chip empty');
+  assert.equal(insertion.children[2].textContent, '·<q>');
+  assert.ok(cols[3].className.includes('same'), 'y matches y after the insertion');
+  assert.equal(cols.filter((c) => c.className.includes('divergence')).length, 1, 'one divergence mark');
+});

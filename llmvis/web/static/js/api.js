@@ -142,7 +142,7 @@ export function createApi({ base = '', cacheSize = 64, fetchImpl = (...args) => 
     score: (payload, opts) => sendJSON('POST', '/api/score', payload, opts),
     cancel: (runId, opts) => sendJSON('POST', '/api/cancel', { run_id: runId }, opts),
     // Views of a run.
-    diff: (runA, runB, opts) => getJSON('/api/diff', { run_a: runA, run_b: runB }, opts),
+    diff: (runA, runB, opts = {}) => getJSON('/api/diff', { run_a: runA, run_b: runB, align: opts.align }, opts), // align: 'position' (default) | 'edit' | 'auto'
     tokenProbs: (runId, position, topN, opts) =>
       getJSON('/api/token_probs', { run_id: runId, position, top_n: topN }, opts),
     attention: (runId, layer, head, extra = {}, opts) =>

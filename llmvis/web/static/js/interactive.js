@@ -299,7 +299,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
     },
     async diff(run, ctx) {
       const panel = $('diff-tokens');
-      const { sessionRuns: metas, diffA: a, diffB: b } = ctx.state;
+      const { sessionRuns: metas, diffA: a, diffB: b, diffAlign: align } = ctx.state;
       if (metas.size < 2 || !a || !b) {
         panel.replaceChildren();
         return { message: t('diff.needTwo') };
@@ -311,7 +311,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
       const seq = ++diffSeq;
       let data;
       try {
-        data = await api.diff(a, b);
+        data = await api.diff(a, b, { align: align === 'position' ? undefined : align }); // alignment: issue 15
       } catch (err) {
         if (seq === diffSeq) panel.replaceChildren();
         throw err;
@@ -334,6 +334,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
   $('sampler-topn').addEventListener('change', (ev) => store.set({ samplerTopN: Number(ev.target.value) }));
   $('diff-a').addEventListener('change', (ev) => store.set({ diffA: ev.target.value }));
   $('diff-b').addEventListener('change', (ev) => store.set({ diffB: ev.target.value }));
+  $('diff-align')?.addEventListener('change', (ev) => store.set({ diffAlign: ev.target.value }));
   $('diff-swap').addEventListener('click', () => {
     const { diffA, diffB } = store.get();
     setDiffPair({ a: diffB, b: diffA });
@@ -435,7 +436,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
 
   return {
     name: 'interactive',
-    watch: ['samplerTopN', 'diffA', 'diffB'],
+    watch: ['samplerTopN', 'diffA', 'diffB', 'diffAlign'],
     loaders,
     onChartClick,
     exportDetail: (view, s) => ({ sampler: `pos${s.selected}`, diff: 'kl' }[view]),

@@ -62,6 +62,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
     $('ablate-mode').value = s.ablateMode;
     $('ablate-target').value = s.ablateTarget;
     $('ablate-layer').value = String(s.ablateLayer);
+    $('ablate-free').checked = s.ablateFree;
     $('ablate-layer').hidden = s.ablateTarget === 'heads';
     $('ablate-bar').classList.toggle('off', s.headsMode !== 'grid');
     const ready = s.run && (s.ablateTarget !== 'heads' || n > 0);
@@ -93,7 +94,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
     if (!s.run) return;
     const { body, error } = ablateBody(s.run.run_id, {
       target: s.ablateTarget, heads: s.ablateHeads, kvGroup: kvGroupOf(s.model), layer: s.ablateLayer,
-      mode: s.ablateMode, numLayers: s.model?.num_layers,
+      mode: s.ablateMode, numLayers: s.model?.num_layers, free: s.ablateFree,
     });
     if (error) { showError(t(error)); return; }
     store.set({ busy: 'intervene' });
@@ -114,6 +115,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
   $('ablate-mode').addEventListener('change', (ev) => store.set({ ablateMode: ev.target.value }));
   $('ablate-target').addEventListener('change', (ev) => store.set({ ablateTarget: ev.target.value }));
   $('ablate-layer').addEventListener('change', (ev) => store.set({ ablateLayer: Number(ev.target.value) }));
+  $('ablate-free').addEventListener('change', (ev) => store.set({ ablateFree: ev.target.checked }));
   $('ablate-run').addEventListener('click', ablate);
 
   // ---------- effect ----------
@@ -372,7 +374,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
 
   // ---------- store -> page ----------
   store.subscribe((s, prev, changed) => {
-    if (['ablateHeads', 'headsPick', 'ablateMode', 'ablateTarget', 'ablateLayer', 'headsMode', 'busy', 'run'].some((k) => changed.has(k))) renderAblate(s);
+    if (['ablateHeads', 'headsPick', 'ablateMode', 'ablateTarget', 'ablateLayer', 'ablateFree', 'headsMode', 'busy', 'run'].some((k) => changed.has(k))) renderAblate(s);
     if (changed.has('patchForm')) renderPatchForm(s);
     if (changed.has('view') && s.view === 'patch') {
       // the editors' first counts, once the tab is opened

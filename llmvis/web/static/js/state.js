@@ -45,12 +45,14 @@ export function initialState() {
     samplerTopN: 20, // candidates in the sampler view
     diffA: null, // run ids compared in the diff view
     diffB: null,
+    diffAlign: 'position', // diff alignment: 'position' | 'edit' (token edit distance) | 'auto' (issue 15)
     // ---- interventions (intervene.js) ----
     ablateHeads: [], // [[layer, head], ...] picked in the Heads grid to ablate
     headsPick: false, // a click on the Heads grid picks heads (else it opens the head in Attention)
     ablateMode: 'zero', // 'zero' | 'mean'
     ablateTarget: 'heads', // 'heads' (the picked ones) | 'mlp' | 'attention' (of ablateLayer)
     ablateLayer: 0, // layer whose MLP / attention is ablated
+    ablateFree: false, // generate freely from the divergence point (else the parent's tokens are teacher-forced)
     patchForm: { clean: 'The Eiffel Tower is in', corrupted: 'The Colosseum is in', metric: 'logit_diff', tokenA: ' Paris', tokenB: ' Rome', position: -1, sweep: 'residual', headPosition: 'all' }, // + cleanCount, corruptedCount (undefined: not counted yet)
     patchStart: 0, // how many sweeps were started (a new number runs one)
     patchResult: null, // {seq, result}: the last finished sweep

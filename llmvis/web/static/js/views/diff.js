@@ -25,7 +25,7 @@ export function diffRange(diff, context = 4) {
 
 /** Mean of kl values over rows after the common prefix (or null). Pure. */
 export function meanKlAfter(diff, key) {
-  const rows = diff.kl.filter((r) => !r.in_common_prefix && Number.isFinite(r[key]));
+  const rows = diff.kl.filter((r) => !r.in_common_prefix && !r[`${key}_floored`] && Number.isFinite(r[key])); // a floored KL is a bound (issue 15)
   return rows.length ? rows.reduce((s, r) => s + Math.max(0, r[key]), 0) / rows.length : null;
 }
 
@@ -69,14 +69,23 @@ export function renderDiffTokens(root, diff, { t, labels = {}, doc = root.ownerD
     c.title = `#${tok.position} · id ${tok.id}`;
     return c;
   };
-  for (let i = start; i < end; i += 1) {
-    const a = diff.tokens_a[i];
-    const b = diff.tokens_b[i];
-    const same = i < diff.same.length ? diff.same[i] : false;
-    const col = el(doc, 'div', `diff-col${same ? ' same' : ' differ'}${i === div ? ' divergence' : ''}`);
+  // With edit alignment (issue 15) one column per aligned pair [i, j]; a gap side is empty.
+  const pairs = diff.align === 'edit' && Array.isArray(diff.pairs)
+    ? diff.pairs.filter(([i, j]) => (i ?? j) >= start) : null;
+  const count = pairs ? pairs.length : end - start;
+  let marked = false; // the divergence is marked once
+  for (let k = 0; k < count; k += 1) {
+    const [ia, ib] = pairs ? pairs[k] : [start + k, start + k];
+    const i = ia ?? ib;
+    const a = ia == null ? null : diff.tokens_a[ia];
+    const b = ib == null ? null : diff.tokens_b[ib];
+    const same = pairs ? Boolean(a && b && a.id === b.id) : (i < diff.same.length ? diff.same[i] : false);
+    const isDiv = !marked && div != null && i === div;
+    if (isDiv) marked = true;
+    const col = el(doc, 'div', `diff-col${same ? ' same' : ' differ'}${isDiv ? ' divergence' : ''}`);
     col.dataset.position = String(i);
     let pos;
-    if (i === div) {
+    if (isDiv) {
       pos = el(doc, 'span', 'diff-pos diff-div-mark', `▾${i}`);
       pos.setAttribute('data-testid', 'divergence');
       pos.title = t('diff.divergesAt', { pos: i });
@@ -96,8 +105,15 @@ export function buildDiffOption(diff, ctx) {
   const { t } = ctx;
   const rows = diff.kl;
   const clamp = (v) => (Number.isFinite(v) ? Math.max(0, v) : null);
-  const raw = rows.map((r) => [r.position, clamp(r.kl_raw)]);
-  const samp = rows.map((r) => [r.position, clamp(r.kl_sampling)]);
+  // A floored KL (issue 15) is not drawn as a measurement: a gap in the line, a "≥ 23" marker.
+  const raw = rows.map((r) => [r.position, r.kl_raw_floored ? null : clamp(r.kl_raw)]);
+  const samp = rows.map((r) => [r.position, r.kl_sampling_floored ? null : clamp(r.kl_sampling)]);
+  const measuredMax = rows.reduce((m, r) => Math.max(m, r.kl_raw_floored ? 0 : clamp(r.kl_raw) ?? 0, r.kl_sampling_floored ? 0 : clamp(r.kl_sampling) ?? 0), 0);
+  const flooredMarks = (key, colour) => rows.filter((r) => r[`${key}_floored`]).map((r) => ({
+    coord: [r.position, Math.max(measuredMax * 1.1, 1e-3)], value: '≥23',
+    itemStyle: { color: 'transparent', borderColor: colour, borderWidth: 1.5 },
+  }));
+  const floorText = (key, r) => (r[`${key}_floored`] ? t('diff.floored', { n: 23 }) : fmtNum(clamp(r[key]), 4));
   const n = Math.max(diff.tokens_a.length, diff.tokens_b.length);
   const last = rows.length ? rows[rows.length - 1].position : 1;
   const { start } = diffRange(diff);
@@ -144,11 +160,11 @@ export function buildDiffOption(diff, ctx) {
         const row = rows.find((r) => r.position === pos);
         if (!row) return '';
         const a = diff.tokens_a[pos];
-        const b = diff.tokens_b[pos];
+        const b = diff.tokens_b[row.position_b ?? pos];
         return `<div class="ec-tip"><div><span class="ec-k">#${pos}</span> ${row.in_common_prefix ? `<span class="ec-k">${escapeHtml(t('diff.sameContext'))}</span>` : ''}</div>`
           + `<div><span class="ec-k">A</span> <b class="ec-tok">${tokText(a)}</b> <span class="ec-k">B</span> <b class="ec-tok">${tokText(b)}</b></div>`
-          + `<div><span class="ec-k">${escapeHtml(t('diff.klSampling'))}</span> <b>${fmtNum(clamp(row.kl_sampling), 4)}</b></div>`
-          + `<div><span class="ec-k">${escapeHtml(t('diff.klRaw'))}</span> <b>${fmtNum(clamp(row.kl_raw), 4)}</b></div></div>`;
+          + `<div><span class="ec-k">${escapeHtml(t('diff.klSampling'))}</span> <b>${escapeHtml(floorText('kl_sampling', row))}</b></div>`
+          + `<div><span class="ec-k">${escapeHtml(t('diff.klRaw'))}</span> <b>${escapeHtml(floorText('kl_raw', row))}</b></div></div>`;
       },
     }),
     xAxis: {
@@ -188,6 +204,7 @@ export function buildDiffOption(diff, ctx) {
         itemStyle: { color: PALETTE.accent2 },
         markArea: { silent: true, data: markAreas },
         markLine: { silent: true, symbol: 'none', data: markLines },
+        markPoint: { symbol: 'triangle', symbolSize: 9, label: { show: true, position: 'top', color: PALETTE.accent2, fontSize: 9, fontFamily: MONO }, data: flooredMarks('kl_sampling', PALETTE.accent2) },
       },
       {
         id: 'kl-raw',
@@ -199,6 +216,7 @@ export function buildDiffOption(diff, ctx) {
         z: 2,
         lineStyle: { width: 1.6, color: PALETTE.accent },
         itemStyle: { color: PALETTE.accent },
+        markPoint: { symbol: 'triangle', symbolSize: 9, label: { show: true, position: 'top', color: PALETTE.accent, fontSize: 9, fontFamily: MONO }, data: flooredMarks('kl_raw', PALETTE.accent) },
       },
     ],
   };
@@ -206,7 +224,7 @@ export function buildDiffOption(diff, ctx) {
     samp: fmtNum(meanKlAfter(diff, 'kl_sampling'), 3),
     raw: fmtNum(meanKlAfter(diff, 'kl_raw'), 3),
     n,
-  });
+  }) + alignNote(diff, t);
   return {
     option,
     caption,
@@ -216,6 +234,15 @@ export function buildDiffOption(diff, ctx) {
       divergence: div ?? '',
       'common-prefix': prefix,
       points: rows.length,
+      ...(diff.align ? { alignment: diff.align, floored: rows.filter((r) => r.kl_raw_floored || r.kl_sampling_floored).length } : {}),
     },
   };
+}
+
+/** " · aligned by position · 3 floored (≥ 23 nats each, not in the means)" when the server says (issue 15). Pure. */
+export function alignNote(diff, t) {
+  if (!diff.align) return '';
+  const floored = diff.kl.filter((r) => !r.in_common_prefix && (r.kl_raw_floored || r.kl_sampling_floored)).length;
+  return ` · ${t('diff.alignedBy', { align: t(`diff.align.${diff.align === 'edit' ? 'edit' : 'position'}`) })}`
+    + (floored ? ` · ${t('diff.flooredCount', { count: floored, n: 23 })}` : '');
 }
