@@ -123,10 +123,12 @@ def test_logit_attribution_with_the_runner_up_and_a_head_click(small_page: Page)
     opt = page.evaluate(OPTION_JS)
     heat, bars = opt["series"][0], opt["series"][1]
     assert heat["type"] == "heatmap" and len(heat["data"]) == L * (HQ + 1)
+    assert opt["xAxis"][0]["data"] == [f"h{h}" for h in range(HQ)] + ["MLP"], "heads in KV-group order, then the MLP"
     vm = opt["visualMap"][0]
     assert vm["min"] == -vm["max"] > -math.inf
     answer = api_get(page, "/api/explain/logit", run_id=run_id, position=pos)
-    parts = [answer["embedding"], *[v for row in answer["heads"] for v in row], *answer["o_bias"], *answer["mlp"]]
+    parts = [answer["embedding"], answer.get("lm_bias", 0.0), *[v for row in answer["heads"] for v in row],
+             *answer["o_bias"], *answer["mlp"]]
     assert abs(sum(parts) - answer["logit"]) < 1e-3, "the answer the page drew sums to its logit (independent sum)"
     top12 = sorted((p for p in parts if p != 0), key=abs, reverse=True)[:12]
     drawn = [d["value"] for d in bars["data"]]

@@ -38,7 +38,7 @@ function logitAnswer(over = {}) {
     o_bias: [0, 0],
     attention: heads.map((r) => r.reduce((a, b) => a + b, 0)),
     mlp,
-    kv_groups: [[0, 1], [2, 3]],
+    kv_group: [0, 0, 1, 1], // the KV head of each query head
     total,
     gap: 2e-5,
     seconds: 0.01,
@@ -106,12 +106,15 @@ test('logitParts lists the embedding, every head and every MLP (no bias column w
   const h = parts.find((p) => p.kind === 'head' && p.layer === 1 && p.head === 2);
   assert.equal(h.value, -3.0);
   assert.equal(h.kv, 1);
+  const lm = logitParts(logitAnswer({ lm_bias: -0.3 }));
+  assert.equal(lm.length, parts.length + 1, 'an LM-head bias is a part of its own');
+  assert.equal(lm[1].kind, 'lmbias');
   const withBias = logitParts(logitAnswer({ o_bias: [0.2, 0] }));
   assert.equal(withBias.filter((p) => p.kind === 'bias').length, 2);
 });
 
 test('logitHeatmap: heads grouped by KV head, then the bias (if any), then the MLP', () => {
-  const { columns, cells } = logitHeatmap(logitAnswer({ kv_groups: [[0, 2], [1, 3]] }));
+  const { columns, cells } = logitHeatmap(logitAnswer({ kv_group: [0, 1, 0, 1] }));
   assert.deepEqual(columns.map((c) => c.kind === 'head' ? c.head : c.kind), [0, 2, 1, 3, 'mlp']);
   assert.deepEqual(columns.slice(0, 4).map((c) => c.kv), [0, 0, 1, 1]);
   assert.equal(cells.length, 2 * 5);
@@ -120,6 +123,8 @@ test('logitHeatmap: heads grouped by KV head, then the bias (if any), then the M
   assert.deepEqual(cells.find((c) => c[0] === 4 && c[1] === 0), [4, 0, 1.5, -1, Math.sqrt(1.5)], 'the MLP cell');
   assert.deepEqual(logitCellToHead([1, 1, -3.0, 2]), { layer: 1, head: 2 });
   assert.equal(logitCellToHead([4, 0, 1.5, -1]), null, 'an MLP cell names no head');
+  const listed = logitHeatmap(logitAnswer({ kv_group: undefined, kv_groups: [[0, 2], [1, 3]] }));
+  assert.deepEqual(listed.columns.map((c) => c.head), [0, 2, 1, 3, null], 'kv_groups (lists of heads) also work');
   const biased = logitHeatmap(logitAnswer({ o_bias: [0.2, -0.1] }));
   assert.deepEqual(biased.columns.map((c) => c.kind).slice(-2), ['bias', 'mlp']);
 });

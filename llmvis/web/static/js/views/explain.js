@@ -104,12 +104,13 @@ export function parseSteps(value) {
 
 /**
  * Every part of a logit attribution answer as one flat list:
- * {kind: 'embed' | 'head' | 'bias' | 'mlp', layer, head, kv, value}. o_proj biases that are 0
- * everywhere (models without one) are left out. Pure.
+ * {kind: 'embed' | 'lmbias' | 'head' | 'bias' | 'mlp', layer, head, kv, value}. o_proj biases that
+ * are 0 everywhere and an LM-head bias of 0 (models without one) are left out. Pure.
  */
 export function logitParts(data) {
-  const kvOf = kvOfHeads(data.kv_groups, data.heads[0]?.length ?? 0);
+  const kvOf = kvOfHeads(data, data.heads[0]?.length ?? 0);
   const parts = [{ kind: 'embed', layer: null, head: null, kv: null, value: data.embedding }];
+  if (data.lm_bias) parts.push({ kind: 'lmbias', layer: null, head: null, kv: null, value: data.lm_bias });
   const hasBias = (data.o_bias || []).some((v) => v !== 0);
   data.heads.forEach((row, l) => {
     row.forEach((value, h) => parts.push({ kind: 'head', layer: l, head: h, kv: kvOf[h], value }));
@@ -119,10 +120,14 @@ export function logitParts(data) {
   return parts;
 }
 
-/** The KV head of every query head from kv_groups ([[query heads of KV 0], ...]). Pure. */
-export function kvOfHeads(kvGroups, numHeads) {
+/**
+ * The KV head of every query head: the answer's kv_group (one KV head per query head, as
+ * /api/attention_insights has it), or kv_groups ([[query heads of KV 0], ...]). Pure.
+ */
+export function kvOfHeads(data, numHeads) {
+  if (Array.isArray(data.kv_group) && data.kv_group.length === numHeads) return [...data.kv_group];
   const out = new Array(numHeads).fill(null);
-  (kvGroups || []).forEach((group, kv) => { for (const h of group) out[h] = kv; });
+  (data.kv_groups || []).forEach((group, kv) => { for (const h of group) out[h] = kv; });
   return out;
 }
 
@@ -139,6 +144,7 @@ export function topByMagnitude(items, k = TOP_K, value = (x) => x.value) {
 /** A part's short name ("L5 h3", "L5 MLP", "L5 bias", "embedding"). Pure. */
 export function partLabel(part, t) {
   if (part.kind === 'embed') return t('explain.embed');
+  if (part.kind === 'lmbias') return t('explain.lmBias');
   if (part.kind === 'head') return t('explain.headShort', { l: part.layer, h: part.head });
   if (part.kind === 'bias') return t('explain.biasShort', { l: part.layer });
   return t('explain.mlpShort', { l: part.layer });
@@ -151,9 +157,9 @@ export function partLabel(part, t) {
  */
 export function logitHeatmap(data) {
   const Hq = data.heads[0]?.length ?? 0;
-  const grouped = (data.kv_groups || []).flat();
-  const order = grouped.length === Hq ? grouped : Array.from({ length: Hq }, (_, h) => h);
-  const kvOf = kvOfHeads(data.kv_groups, Hq);
+  const kvOf = kvOfHeads(data, Hq);
+  const order = Array.from({ length: Hq }, (_, h) => h)
+    .sort((a, b) => (kvOf[a] ?? 0) - (kvOf[b] ?? 0) || a - b); // heads of one KV head side by side
   const columns = order.map((h) => ({ kind: 'head', head: h, kv: kvOf[h] }));
   if ((data.o_bias || []).some((v) => v !== 0)) columns.push({ kind: 'bias', head: null, kv: null });
   columns.push({ kind: 'mlp', head: null, kv: null });
