@@ -225,6 +225,11 @@ def test_integrated_gradients_progress_stop_and_shaded_chips(small_page: Page, r
     assert f"gap {shown_gap}" in caption, f"the caption reports the gap: {caption}"
     expect(conv).to_have_attribute("data-explain-shaded", "integrated_gradients")
     shoot(page, "explain-inputs.png")
+    with page.expect_download() as dl:
+        page.get_by_test_id("save-png").click()
+    assert dl.value.suggested_filename == f"llmvis-explain-inputs-integrated_gradients-pos{pos}.png"
+    check = save_svg(page)
+    assert check["error"] is None and check["loaded"], f"the inputs SVG: {check['error']}"
 
     # A slow job (128 steps) is stopped with Stop; the server is free again afterwards.
     steps.fill("128")
