@@ -49,7 +49,11 @@ export function createOverview({ doc, win, api, t, store, chart, showError }) {
     const waiting = [...grid.visible].filter((l) => grid.rows[l].dataset.state !== 'drawn');
     box.dataset.drawn = String(grid.drawnCount);
     if (!waiting.length && grid.visible.size) {
-      if (box.dataset.complete !== 'true') performance.mark('llmvis:overview-drawn');
+      if (box.dataset.complete !== 'true') {
+        clearTimeout(exportTimer);
+        setExport(); // what is on show is what a PNG or SVG saves from now on
+        performance.mark('llmvis:overview-drawn');
+      }
       box.dataset.complete = 'true';
     } else box.dataset.complete = 'false';
   };
