@@ -343,6 +343,6 @@ def test_a_trace_renders_inline_in_a_notebook(make_server):
     frame.feed(view.html)
     assert '"focus":"confidence"' in frame.srcdoc and frame.srcdoc.startswith("<!doctype html>")
     assert "<img src=x" not in frame.srcdoc  # the run's data stays escaped inside the viewer document
-    for bad, field in ((dict(view="lens"), "view"), (dict(height=5), "height"), (dict(layers=[9]), "layer")):
+    for bad, field in ((dict(view="nope"), "view"), (dict(height=5), "height"), (dict(layers=[9]), "layer")):
         with pytest.raises(BadRequest, match=field):
             trace.show(**bad)
