@@ -56,6 +56,7 @@ def test_pick_two_heads_ablate_and_see_the_effect(page: Page, screenshot_dir, tm
     # Picking: a click toggles one head, shift-click the whole KV group (heads 6, 7, 8 read kv 2).
     page.get_by_test_id("ablate-pick").click()
     expect(page.get_by_test_id("ablate-pick")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_test_id("view-caption")).to_contain_text("picking heads: a click toggles a head")
     before = rendered(page)
     click_cell(page, 0, 3, 2)  # head 3, layer 2
     before = wait_rendered(page, "heads", before)

@@ -81,6 +81,8 @@ test('decorateHeadsGrid outlines the picked heads and makes layer labels clickab
   assert.equal(out.meta['ablate-selected'], 2);
   assert.equal(out.meta.picking, 'true');
   assert.equal(built.option.series.length, 2, 'the input is not changed');
+  assert.equal(decorateHeadsGrid({ ...built, caption: 'c' }, [], { picking: true, t }).caption, 'c · ablate.pickingHint');
+  assert.equal(decorateHeadsGrid({ ...built, caption: 'c' }, [], { picking: false, t }).caption, 'c');
   // decorating twice keeps one overlay
   assert.equal(decorateHeadsGrid(out, [], {}).option.series.filter((x) => x.id === 'ablate-selected').length, 1);
 });

@@ -248,7 +248,7 @@ export function createInsights({ doc, api, t, store, chart }) {
         }
         const data = await api.attentionInsights(run.run_id);
         const grid = buildHeadsGridOption(data, { ...ctx, metric: s.headsMetric, layer: s.layer, head: s.head });
-        return decorateHeadsGrid(grid, s.ablateHeads, { picking: s.headsPick }); // heads picked to ablate (intervene.js)
+        return decorateHeadsGrid(grid, s.ablateHeads, { picking: s.headsPick, t }); // heads picked to ablate (intervene.js)
       },
     },
     onChartClick(p, shown, ctx) {

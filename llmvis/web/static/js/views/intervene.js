@@ -65,7 +65,7 @@ export function headsText(sel, max = 6) {
  * and clickable layer labels (yAxis triggerEvent), so a click on "12" can pick that layer for the
  * MLP / attention ablation. Returns a new built object. Pure.
  */
-export function decorateHeadsGrid(built, sel, { picking = false } = {}) {
+export function decorateHeadsGrid(built, sel, { picking = false, t = null } = {}) {
   const option = { ...built.option };
   const series = option.series.filter((s) => s.id !== 'ablate-selected');
   const cells = series.find((s) => s.id === 'heads');
@@ -88,6 +88,7 @@ export function decorateHeadsGrid(built, sel, { picking = false } = {}) {
   return {
     ...built,
     option,
+    caption: picking && t ? `${built.caption} · ${t('ablate.pickingHint')}` : built.caption,
     meta: { ...(built.meta || {}), 'ablate-selected': sel.length, picking: picking ? 'true' : 'false' },
   };
 }
