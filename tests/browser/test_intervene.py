@@ -136,6 +136,17 @@ def test_pick_two_heads_ablate_and_see_the_effect(page: Page, screenshot_dir, tm
     wait_rendered(page, "diff")
     expect(chart).to_have_attribute("data-run-a", parent)
     expect(chart).to_have_attribute("data-run-b", child)
+    expect(page.get_by_test_id("view-caption")).to_contain_text("aligned by position")
+    # a floored KL (here the greedy sampling distributions where the argmax moved) is a marker, not a point
+    diff = page.request.get(f"{page.base_url}/api/diff?run_a={parent}&run_b={child}").json()
+    opt = page.evaluate(OPTION_JS)
+    series = {s["id"]: s for s in opt["series"]}
+    for key, sid in (("kl_sampling", "kl-sampling"), ("kl_raw", "kl-raw")):
+        floored = {r["position"] for r in diff["kl"] if r[f"{key}_floored"]}
+        marks = {m["coord"][0] for m in (series[sid].get("markPoint") or {}).get("data", [])}
+        assert marks == floored, (key, marks, floored)
+        drawn = {p for p, v in series[sid]["data"] if v is not None}
+        assert not drawn & floored, "no floored value is drawn as a measurement"
 
 
 def test_free_running_ablation_is_aligned_by_edit_distance(page: Page):

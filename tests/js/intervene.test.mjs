@@ -317,3 +317,56 @@ test('diff: floored KL rows are gaps with a marker, never in the mean; the align
   assert.ok(cols[3].className.includes('same'), 'y matches y after the insertion');
   assert.equal(cols.filter((c) => c.className.includes('divergence')).length, 1, 'one divergence mark');
 });
+
+// The feature on a fake DOM: one registry shape; the controls write the store; Ablate sends the
+// picked heads and puts the linked run on show with the Effect tab.
+test('createIntervene: its shape, the pick toggle, and Ablate from the picked heads', async () => {
+  const { createIntervene } = await import('../../llmvis/web/static/js/intervene.js');
+  const { createRegistry } = await import('../../llmvis/web/static/js/registry.js');
+  const { initialState } = await import('../../llmvis/web/static/js/state.js');
+  const { createStore } = await import('../../llmvis/web/static/js/store.js');
+  const doc = fakeDoc();
+  const store = createStore(initialState());
+  const calls = [];
+  const child = { run_id: 'c1', kind: 'intervention', parent_id: 'p1', tokens: [] };
+  const api = {
+    ablate: async (body) => { calls.push(['ablate', body]); return { run: child, effects: EFFECTS }; },
+  };
+  const shown = [];
+  const registry = createRegistry();
+  registry.register(createIntervene({
+    doc, api, t, store, select: () => {}, showRun: (run) => { shown.push(run); store.set({ run }); },
+    showError: (m) => store.set({ error: m }), clearError: () => store.set({ error: '' }),
+  }));
+  assert.deepEqual(registry.names(), ['intervene']);
+  assert.deepEqual(registry.views(), ['effect', 'patch', 'steer']);
+  const keys = new Set(Object.keys(initialState()));
+  for (const k of registry.watched()) assert.ok(keys.has(k), `watched key ${k} is in initialState`);
+  const $ = (id) => doc.getElementById(id);
+  store.set({ model: SMOL, run: { run_id: 'p1', kind: 'generate', tokens: [] } });
+  $('ablate-pick').fire('click');
+  assert.equal(store.get().headsPick, true);
+  assert.equal($('ablate-pick').getAttribute('aria-pressed'), 'true');
+  store.set({ ablateHeads: [[2, 3], [2, 4]] });
+  assert.equal($('ablate-count').textContent, `ablate.count${JSON.stringify({ n: 2 })}`);
+  assert.equal($('ablate-run').disabled, false);
+  $('ablate-mode').value = 'mean';
+  $('ablate-mode').fire('change');
+  $('ablate-run').fire('click');
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(calls, [['ablate', {
+    run_id: 'p1', targets: [{ kind: 'head', layer: 2, head: 3 }, { kind: 'head', layer: 2, head: 4 }], mode: 'mean', free: false,
+  }]]);
+  assert.deepEqual(shown, [child]);
+  assert.equal(store.get().view, 'effect');
+  assert.equal(store.get().busy, null);
+  // the Effect loader uses the inline effects (no second request) and fills the list
+  const built = await registry.load('effect', child, { t, state: store.get(), selected: null, width: 800, height: 600 });
+  assert.equal(built.meta['effect-run'], 'c1');
+  assert.equal(built.meta.points, 4);
+  assert.equal(calls.length, 1);
+  // nothing picked: Ablate is refused with the reason
+  store.set({ ablateHeads: [], run: { run_id: 'p1', kind: 'generate', tokens: [] } });
+  $('ablate-run').fire('click');
+  assert.equal(store.get().error, 'ablate.noHeads');
+});

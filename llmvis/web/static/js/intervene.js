@@ -197,8 +197,9 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
     const mismatch = f.cleanCount != null && f.corruptedCount != null && f.cleanCount !== f.corruptedCount;
     $('patch-clean-count').classList.toggle('bad', mismatch);
     $('patch-corrupted-count').classList.toggle('bad', mismatch);
-    $('patch-token-b').closest('.ctl').hidden = f.metric === 'logprob';
-    $('patch-head-position').closest('.ctl').hidden = f.sweep !== 'heads';
+    const ctlOf = (id) => $(id).closest('.ctl') || $(id); // the control with its label
+    ctlOf('patch-token-b').hidden = f.metric === 'logprob';
+    ctlOf('patch-head-position').hidden = f.sweep !== 'heads';
     $('patch-start').disabled = Boolean(patchJob);
   };
   const patchMessage = (text, bad = false) => {
@@ -400,7 +401,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
         lastEffect = { runId: id, positions: answer.positions || [] };
         const effect = effectFromApi(answer, t);
         const top = mostAffected(effect.rows, 10);
-        renderAffected(effectPanel, top, { t, tokens: effect.tokens });
+        renderAffected(effectPanel, top, { t, tokens: effect.tokens, doc });
         const built = buildEffectOption(effect, { ...ctx, selected: id === run.run_id ? ctx.selected : null });
         return { ...built, meta: { ...built.meta, 'effect-run': id } };
       },
@@ -411,7 +412,7 @@ export function createIntervene({ doc, api, t, store, select, showRun, showError
           $('steer-runs').replaceChildren();
           return { message: t('steer.intro') };
         }
-        renderSteerColumns($('steer-runs'), r.items, { t });
+        renderSteerColumns($('steer-runs'), r.items, { t, doc });
         const built = buildSteerOption(r.items, ctx);
         const norm = r.norm != null ? ` · ${t('steer.norm', { norm: r.norm.toFixed(2) })}` : '';
         return { ...built, caption: built.caption + norm };
