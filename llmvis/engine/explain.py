@@ -122,7 +122,7 @@ def layer_rows(model, hidden_in: torch.Tensor, layer_idx: int, rows: list[int]) 
         a = causal_attention_rows(q, k, rows_t, scale, softcap=softcap, sliding_window=window)  # (Hq, R, S)
         return a.float().cpu(), v.float().cpu()
 
-    attn, value = layer_attention_values(model, hidden_in[:stop], layer_idx, reducer)
+    attn, value = layer_attention_values(model, hidden_in[:stop], layer_idx, reducer, query_rows=rows)
     num_heads = attn.shape[0]
     o_proj = attn_mod.o_proj
     w_heads = per_head_weight(o_proj.weight.detach().cpu(), num_heads)  # (Hq, H, d)

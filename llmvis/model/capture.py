@@ -135,19 +135,50 @@ def layer_attention_rows(model, hidden_in: torch.Tensor, layer_idx: int, rows, o
     return layer_attention_reduce(model, hidden_in, layer_idx, reducer).cpu()
 
 
-def layer_attention_values(model, hidden_in: torch.Tensor, layer_idx: int, reducer):
+class _QueryRows(torch.nn.Module):
+    """Stands in for a layer's q_proj while only some query rows are wanted: those rows are
+    projected, the others are left zero (a zero row stays zero through q norms and RoPE)."""
+
+    def __init__(self, proj: torch.nn.Module, rows: torch.Tensor):
+        super().__init__()
+        self.proj = proj
+        self.rows = rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (1, T, H)
+        picked = self.proj(x[:, self.rows])  # (1, R, Hq*d)
+        out = picked.new_zeros(x.shape[0], x.shape[1], picked.shape[-1])
+        out[:, self.rows] = picked
+        return out
+
+
+@contextlib.contextmanager
+def _only_query_rows(attn: torch.nn.Module, rows):
+    """Project only `rows` of the queries inside `attn` (restored on exit, also on error)."""
+    proj = getattr(attn, "q_proj", None)
+    if rows is None or not isinstance(proj, torch.nn.Linear):
+        yield
+        return
+    attn.q_proj = _QueryRows(proj, torch.as_tensor(rows, dtype=torch.long, device=proj.weight.device))
+    try:
+        yield
+    finally:
+        attn.q_proj = proj
+
+
+def layer_attention_values(model, hidden_in: torch.Tensor, layer_idx: int, reducer, query_rows=None):
     """Run one layer's attention from its input states and hand (q, k, v) to `reducer`.
 
     reducer(query (Hq, T, d), key (Hkv, T, d), value (Hkv, T, d), scaling, softcap, sliding_window)
     -> anything; its result is returned. The layer stops right after its attention function:
     its output projection is not applied to the T rows (llmvis.engine.explain applies it to the
-    rows it needs, head by head).
+    rows it needs, head by head). With query_rows, only those rows of the query are projected
+    (the others are zero): the reducer must read only them.
     """
     base = model.get_decoder()
     layer = base.layers[layer_idx]
     x = hidden_in.to(device_of(layer)).unsqueeze(0)  # (1, T, H)
     position_ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
-    with torch.inference_mode(), capture_mode(model):
+    with torch.inference_mode(), capture_mode(model), _only_query_rows(layer.self_attn, query_rows):
         _capture.value_reducer = reducer
         cos_sin = _rotary_for_layer(base, layer_idx, x, position_ids)
         normed = layer.input_layernorm(x)
