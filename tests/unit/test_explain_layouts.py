@@ -55,3 +55,23 @@ def test_flow_graph_keeps_only_edges_over_the_threshold(make_tiny, kind):
     assert (3, 11) in nodes
     for e in graph.edges:
         assert e["weight"] >= 0.1 and tuple(e["source"]) in nodes and tuple(e["target"]) in nodes
+
+
+def test_the_query_stand_in_is_always_removed(make_tiny):
+    """Only the asked rows of q are projected inside the pass; the model is restored after, also on error."""
+    from llmvis.model.capture import layer_attention_values
+
+    model = make_tiny("qwen3", layers=2, seed=2)
+    ids = list(range(4, 14))
+    _, resid, hidden = plain_forward(model, ids)
+    originals = [layer.self_attn.q_proj for layer in model.get_decoder().layers]
+    row_attribution(model, hidden, resid, 7, 5, None)
+
+    def boom(q, k, v, scale, softcap, window):
+        assert not q[:, :7].any() and q[:, 7].abs().sum() > 0  # the other rows were never projected
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        layer_attention_values(model, hidden[1], 1, boom, query_rows=[7])
+    assert [layer.self_attn.q_proj for layer in model.get_decoder().layers] == originals
+    assert all(type(p) is torch.nn.Linear for p in originals)
