@@ -148,6 +148,18 @@ def test_pick_two_heads_ablate_and_see_the_effect(page: Page, screenshot_dir, tm
         drawn = {p for p, v in series[sid]["data"] if v is not None}
         assert not drawn & floored, "no floored value is drawn as a measurement"
 
+    # A fresh page that opens the intervention run from the history (?run=) fetches its effects.
+    other = page.context.new_page()
+    other.goto(f"{page.base_url}/?run={child}")
+    other.wait_for_selector("body[data-ready='true']")
+    expect(other.get_by_test_id("conversation")).to_have_attribute("data-run-id", child)
+    with other.expect_response(lambda r: "/api/intervene/effects" in r.url) as fetched:
+        other.get_by_test_id("tab-effect").click()
+    assert fetched.value.status == 200 and len(fetched.value.json()["positions"]) == len(positions)
+    expect(other.get_by_test_id("chart")).to_have_attribute("data-points", str(len(positions)))
+    expect(other.get_by_test_id("fork-tree")).to_contain_text("L2.h3, L2.h4")
+    other.close()
+
 
 def test_free_running_ablation_is_aligned_by_edit_distance(page: Page):
     generate(page, "Count: one, two, three,", max_new_tokens=8)
