@@ -82,7 +82,8 @@ TIME_OVERVIEW_JS = """async () => {
   performance.clearMarks('llmvis:overview-drawn');
   const t0 = performance.now();
   document.querySelector('[data-testid="tab-overview"]').click();
-  await new Promise((r) => setTimeout(r, 0));
+  while (!(box() && Number(box().dataset.drawn) >= 1)) await new Promise((r) => setTimeout(r, 5));
+  const firstRow = performance.now() - t0;
   await done();
   const first = performance.getEntriesByName('llmvis:overview-drawn').pop();
   const drawn = Number(box().dataset.drawn);
@@ -92,7 +93,7 @@ TIME_OVERVIEW_JS = """async () => {
   await new Promise((r) => setTimeout(r, 50));  // the observer reports the new rows; they start loading
   await done();
   const last = performance.getEntriesByName('llmvis:overview-drawn').pop();
-  return { first_ms: (first ? first.startTime : performance.now()) - t0, rows_in_view: drawn,
+  return { first_row_ms: firstRow, first_ms: (first ? first.startTime : performance.now()) - t0, rows_in_view: drawn,
            scrolled_ms: (last ? last.startTime : performance.now()) - t1, rows_drawn: Number(box().dataset.drawn) };
 }"""
 

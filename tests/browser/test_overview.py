@@ -182,6 +182,22 @@ def test_overview_by_keyboard_in_chinese_and_saved_as_svg_and_png(page: Page, ru
     expect(page.locator("[data-testid='overview-cell'][data-layer='0'][data-head='2']")).to_have_attribute("aria-label", "第 0 层，头 2（KV 0）")
 
 
+def test_overview_has_no_serious_accessibility_violations(page: Page, run200):
+    from test_page_layout import AXE
+    if not AXE.is_file():
+        pytest.skip("axe-core is not installed (npm ci)")
+    open_overview(page, run200)
+    page.evaluate(AXE.read_text(encoding="utf-8") + "\n;undefined")
+    result = page.evaluate(
+        """async () => {
+            const r = await axe.run(document.querySelector('[data-testid="overview"]'), { resultTypes: ['violations'] });
+            return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+              .map((v) => ({ id: v.id, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }));
+        }"""
+    )
+    assert result == [], json.dumps(result, indent=1)
+
+
 def test_the_all_heads_request_refuses_bad_input_clearly(server, run200):
     def get(query: str) -> tuple[int, dict]:
         try:

@@ -128,20 +128,28 @@ export function createOverview({ doc, win, api, t, store, chart, showError }) {
     g.composite.height = g.layout.ch;
     box.replaceChildren();
     box.style.setProperty('--heads', String(heads));
+    box.setAttribute('aria-label', t('tab.overview'));
     box.dataset.complete = 'false';
     box.dataset.drawn = '0';
     box.dataset.runId = run.run_id;
     const head = el(doc, 'div', 'ov-row ov-head');
     head.setAttribute('role', 'row');
-    head.append(el(doc, 'span', 'ov-corner', t('overview.layer')));
-    for (let h = 0; h < heads; h += 1) head.append(el(doc, 'span', 'ov-hlabel', String(h)));
+    const header = (cls, text) => {
+      const c = el(doc, 'span', cls, text);
+      c.setAttribute('role', 'columnheader');
+      return c;
+    };
+    head.append(header('ov-corner', t('overview.layer')));
+    for (let h = 0; h < heads; h += 1) head.append(header('ov-hlabel', String(h)));
     box.append(head);
     for (let l = 0; l < layers; l += 1) {
       const row = el(doc, 'div', 'ov-row');
       row.setAttribute('role', 'row');
       row.dataset.layer = String(l);
       row.dataset.state = '';
-      row.append(el(doc, 'span', 'ov-llabel', String(l)));
+      const label = el(doc, 'span', 'ov-llabel', String(l));
+      label.setAttribute('role', 'rowheader');
+      row.append(label);
       const cells = [];
       for (let h = 0; h < heads; h += 1) {
         const b = el(doc, 'button', 'ov-cell');
@@ -171,7 +179,7 @@ export function createOverview({ doc, win, api, t, store, chart, showError }) {
           if (e.isIntersecting) { g.visible.add(l); enqueue(g, l); } else g.visible.delete(l);
         }
         pump();
-      }, { root: box, rootMargin: '80px 0px' });
+      }, { root: box, rootMargin: '40px 0px' });
       for (const row of g.rows) g.observer.observe(row);
     } else {
       for (let l = 0; l < layers; l += 1) { g.visible.add(l); enqueue(g, l); }
