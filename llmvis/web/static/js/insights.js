@@ -189,12 +189,14 @@ export function createInsights({ doc, api, t, store, chart }) {
             timed(await api.logitLens(run.run_id, 5, { start, end: Math.min(n, start + LENS_PROBE) }));
           }
           if (lensNeedsConfirm(count, lensRate)) {
-            const time = lensRate == null ? '?' : fmtSeconds(lensRate * count, t);
+            // (no rate when even the probe came from the cache: then the time is not known)
+            const time = lensRate == null ? null : fmtSeconds(lensRate * count, t);
             if ($('lens-compute')) {
-              $('lens-compute').textContent = t('lens.compute', { time });
+              $('lens-compute').textContent = time ? t('lens.compute', { time }) : t('lens.computeUntimed');
               $('lens-compute').hidden = false;
             }
-            return { message: t('lens.estimate', { n: count, time, per: lensRate == null ? '?' : (lensRate * 1000).toFixed(0) }) };
+            return { message: time ? t('lens.estimate', { n: count, time, per: (lensRate * 1000).toFixed(0) })
+              : t('lens.estimateUntimed', { n: count }) };
           }
         }
         // A long range runs as a named job: its progress shows, and Stop cancels it.
