@@ -114,6 +114,8 @@ test('a zoom window is drawn cell for cell, with a mini-map that outlines it on 
   assert.equal(built.option.visualMap.length, 2, 'the mini-map has its own (hidden) colour map on the same scale');
   assert.equal(built.option.visualMap[1].show, false);
   assert.equal(built.option.visualMap[1].min, built.option.visualMap[0].min);
+  const ovMax = Math.max(...overview.matrix.flat());
+  assert.equal(built.option.visualMap[1].max, Math.log10(ovMax), 'up to the whole run\'s own max');
   assert.ok(built.caption.endsWith(t('attn.zoom', { q0: 120, q1: 179, k0: 40, k1: 99 })));
 });
 

@@ -256,8 +256,10 @@ export function buildAttentionOption(data, ctx) {
       data: ov.cells.map(([x, y, w]) => [x, y, scale.fwd(w)]),
       progressive: 0,
     });
-    visualMap.push({
-      type: 'continuous', show: false, min: lo, max: hi, dimension: 2,
+    let ovMax = 0;
+    for (const c of ov.cells) if (c[2] > ovMax) ovMax = c[2];
+    visualMap.push({ // the same scale, up to the whole run's own largest weight
+      type: 'continuous', show: false, min: lo, max: Math.max(scale.fwd(ovMax || 1), lo + 1e-6), dimension: 2,
       seriesIndex: series.length - 1, inRange: { color: ATTENTION_MAP },
     });
     const px = (p) => (p / ovSpan) * MINIMAP_PX;
