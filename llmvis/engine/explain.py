@@ -69,6 +69,8 @@ class Direction:
     """What one logit (difference) reads from the final residual at row q."""
 
     w: torch.Tensor          # (H,) float32: u ⊙ g · s, so that logit ≈ w · resid
+    readout: torch.Tensor    # (H,) float32: u ⊙ g, the residual direction that raises the logit (difference)
+    scale: float             # s = 1 / rms(resid) of the query row, held fixed
     logit: float             # the model's own logit (difference) before any final soft-cap
     softcap: float | None    # the final logits' soft-cap, if the model has one
     bias: float              # the LM head's bias part (0 without a bias)
@@ -94,7 +96,7 @@ def target_direction(model, resid_q: torch.Tensor, target: int, contrast: int | 
         b = head.bias.detach().float().cpu()
         bias = float(b[target] - (b[contrast] if contrast is not None else 0.0))
     cap = getattr(text_config(model), "final_logit_softcapping", None)
-    return Direction(u * gain * scale, logit, float(cap) if cap else None, bias)
+    return Direction(u * gain * scale, u * gain, float(scale), logit, float(cap) if cap else None, bias)
 
 
 # ---- one layer, a few query rows ---------------------------------------------------------------

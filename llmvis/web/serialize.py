@@ -302,6 +302,8 @@ def explain_logit(eng, run, position: int, attr, took: float) -> dict:
         "kv_group": kv_groups(heads, int(eng.lm.num_kv_heads)),
         "total": total, "gap": abs(total - d.logit),
         "norm": "final norm scale of the query row held fixed (no centring: RMS norm)",
+        # part(c) = norm_scale * direction . c; direction is what a steering vector would add along
+        "direction": [float(f"{v:.6g}") for v in d.readout.tolist()], "norm_scale": d.scale,
         "compute_s": round(took, 4),
     }
 

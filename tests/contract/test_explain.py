@@ -268,3 +268,16 @@ def test_the_python_api_answers_what_the_http_api_answers(client, engine, run):
         get(client, "/api/explain/flow", run_id=rid, position=POS, threshold=0.1))
     with pytest.raises(Exception, match="method"):
         trace.explain(POS, method="shap")
+
+
+def test_the_direction_reads_the_logit_from_the_final_residual(client, ref, run):
+    """direction = (W_U[t] - W_U[c]) ⊙ g and norm_scale = 1/rms: their product with the eager final
+    residual is the logit difference (no bias here); the page offers it as a steering vector."""
+    ids = ids_of(run)
+    out = get(client, "/api/explain/logit", run_id=run["run_id"], position=POS, contrast=6)
+    _, resid = eager_rows(ref, ids)
+    w = readout(ref, resid[POS - 1], ids[POS], 6)
+    direction = torch.tensor(out["direction"], dtype=torch.float64)
+    assert direction.shape == (ref.model.config.hidden_size,)
+    assert torch.allclose(direction * out["norm_scale"], w, rtol=1e-4, atol=1e-7)
+    assert abs(float(direction @ resid[POS - 1]) * out["norm_scale"] - out["logit"]) < 1e-3
