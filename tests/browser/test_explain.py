@@ -366,3 +366,27 @@ def test_token_text_stays_text_in_explain(small_page: Page, server):
     assert "onerror=" in texts and "<" in texts, "the markup is in the shaded chips, as text"
     # the caption and the selects are text too
     assert page.get_by_test_id("view-caption").evaluate("(el) => el.children.length") == 0
+
+
+def test_steer_along_the_explained_direction(small_page: Page, run_id: str):
+    """"Steer along this" hands the logit answer's readout direction to the Steer tab, whose run
+    adds exactly those numbers (the steering answer echoes the vector it added)."""
+    page = small_page
+    open_run(page, run_id)
+    pos = pick_generated(page, 1)
+    open_explain(page, "target-id")
+    button = page.get_by_test_id("explain-steer")
+    expect(button).to_be_enabled()
+    want = api_get(page, "/api/explain/logit", run_id=run_id, position=pos)["direction"]
+    button.click()
+    expect(page.get_by_test_id("tab-steer")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("steer-source")).to_have_value("direction")
+    shown = [float(v) for v in page.get_by_test_id("steer-direction").input_value().split()]
+    assert shown == want and len(shown) == 576
+    page.get_by_test_id("steer-alphas").fill("2")
+    with page.expect_response(lambda r: r.url.endswith("/api/intervene/steer"), timeout=300_000) as resp:
+        page.get_by_test_id("steer-start").click()
+    answer = resp.value.json()
+    assert resp.value.status == 200, answer
+    body = json.loads(resp.value.request.post_data)
+    assert body["vector"]["source"] == "raw" and body["vector"]["values"] == want

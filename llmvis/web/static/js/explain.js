@@ -190,6 +190,13 @@ export function createExplain({ doc, api, t, store }) {
     const ru = runnerUp(cands.data.candidates, s.explainTarget ?? cands.data.token.id);
     if (ru) store.set({ explainContrast: ru.id });
   });
+  // "Steer along this": the logit answer's readout direction becomes the Steer tab's raw vector.
+  let lastDirection = null;
+  $('explain-steer').addEventListener('click', () => {
+    if (!lastDirection) return;
+    const values = lastDirection.map((v) => String(v)).join(' ');
+    store.set((s) => ({ view: 'steer', steerForm: { ...s.steerForm, source: 'direction', direction: values } }));
+  });
   $('explain-method').addEventListener('change', (ev) => store.set({ explainMethod: ev.target.value }));
   $('explain-steps').addEventListener('change', (ev) => {
     const steps = parseSteps(ev.target.value);
@@ -332,7 +339,12 @@ export function createExplain({ doc, api, t, store }) {
         const mode = EXPLAIN_MODES.includes(s.explainMode) ? s.explainMode : 'logit';
         if (mode === 'logit') {
           ctx.progress?.({ text: t('explain.loadingLogit') });
+          $('explain-steer').disabled = true; // until this position's direction is here
           const data = await api.explainLogit(params);
+          if (!ctx.signal?.aborted) {
+            lastDirection = Array.isArray(data.direction) ? data.direction : null;
+            $('explain-steer').disabled = !lastDirection;
+          }
           return buildLogitOption(data, ctx);
         }
         if (mode === 'flow') {

@@ -349,6 +349,7 @@ const STRINGS = {
     'gltr.top1000': 'top 1000',
     'gltr.beyond': 'beyond',
     'err.emptyScoreText': 'Please paste some text to score first.',
+
     // ---- Explain tab (explain.js, views/explain.js) ----
     'tab.explain': 'Explain',
     'explain.modeLabel': 'What to explain',
@@ -362,6 +363,8 @@ const STRINGS = {
     'explain.runnerUp': 'runner-up',
     'explain.vsRunnerUp': 'vs runner-up',
     'explain.vsRunnerUpTitle': 'Explain the logit difference to the runner-up candidate',
+    'explain.steer': 'Steer along this',
+    'explain.steerTitle': "Open Steer with this direction: the target's unembedding (minus the contrast's) through the final norm",
     'explain.method': 'Method',
     'explain.method.grad_x_input': 'gradient × input',
     'explain.method.integrated_gradients': 'integrated gradients',
@@ -894,6 +897,7 @@ const STRINGS = {
     'gltr.top1000': '前 1000',
     'gltr.beyond': '之外',
     'err.emptyScoreText': '请先粘贴要打分的文本。',
+
     // ---- 解释标签页 ----
     'tab.explain': '解释',
     'explain.modeLabel': '要解释的内容',
@@ -907,6 +911,8 @@ const STRINGS = {
     'explain.runnerUp': '次优候选',
     'explain.vsRunnerUp': '对比次优候选',
     'explain.vsRunnerUpTitle': '解释与次优候选之间的 logit 差',
+    'explain.steer': '沿此方向引导',
+    'explain.steerTitle': '用这个方向打开"引导"：目标词的反嵌入（减去对比词的）经过最终归一化',
     'explain.method': '方法',
     'explain.method.grad_x_input': '梯度 × 输入',
     'explain.method.integrated_gradients': '积分梯度',
