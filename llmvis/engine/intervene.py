@@ -53,6 +53,8 @@ MAX_PROMPTS = 16
 MAX_PROMPT_TOKENS = 256
 MAX_VECTOR_VALUE = 1e6
 MAX_PATCH_TOKENS = 512  # tokens of a patching pair (the sweep is layers x positions forwards)
+PATCH_BATCH_TOKENS = 2048  # patched forwards batched together, in tokens (batch x sequence)
+PATCH_MAX_BATCH = 64
 
 
 # ---- validation of specs (API bodies, the Python API and bundles) ------------------------------
@@ -558,13 +560,56 @@ def clean_activations(model, ids: list[int], sweep: str):
     return acts, logits_from_hidden(model, out.last_hidden_state[0, -1]).cpu()
 
 
+def _forward_last_batch(model, ids: list[int], start: int, cache, specs, batch: int) -> torch.Tensor:
+    """Logits (B, V) of the last of ids[start:], fed `batch` times after a copy of `cache` (the
+    states of ids[:start], repeated over the batch), with hooks that patch each batch row."""
+    base = model.get_decoder()
+    device = model.get_input_embeddings().weight.device
+    copy_of = None
+    if cache is not None:
+        copy_of = copy.deepcopy(cache)
+        if batch > 1:
+            copy_of.batch_repeat_interleave(batch)
+    with hooks(model, specs):
+        out = base(input_ids=torch.tensor([ids[start:]] * batch, device=device), past_key_values=copy_of,
+                   use_cache=copy_of is not None)
+    return logits_from_hidden(model, out.last_hidden_state[:, -1]).cpu()
+
+
+def _batch_size(model, tokens: int) -> int:
+    """Patched forwards run together: as many as keep one batch near PATCH_BATCH_TOKENS tokens."""
+    return max(1, min(PATCH_MAX_BATCH, PATCH_BATCH_TOKENS // max(1, tokens)))
+
+
+def _patch_rows(values_by_row: dict[int, torch.Tensor]):
+    """A resid_in fn putting values_by_row[b] (H,) in batch row b's first position."""
+    def fn(x, positions):
+        x = x.clone()
+        for b, v in values_by_row.items():
+            x[b, 0] = v.to(device=x.device, dtype=x.dtype)
+        return x
+    return fn
+
+
+def _patch_head_rows(cells: dict[int, tuple[int, torch.Tensor]], head_dim: int, first_row_only: bool):
+    """An o_proj_in fn putting, in batch row b, head h's slice from cells[b] = (h, values (S, d) or (d,))."""
+    def fn(x):
+        x = x.clone()
+        rows = slice(0, 1) if first_row_only else slice(None)
+        for b, (h, v) in cells.items():
+            x[b, rows, h * head_dim:(h + 1) * head_dim] = v.to(device=x.device, dtype=x.dtype)
+        return x
+    return fn
+
+
 def patch_sweep(eng, clean_ids: list[int], corrupted_ids: list[int], metric: dict, sweep: str,
                 head_position, job=None) -> dict:
     """The patching sweep: values (L, T) or (L, Hq) of the metric with one clean activation patched
     into the corrupted forward, and the clean and corrupted metrics.
 
-    The model lock is taken per position (residual) or per layer (heads); `job` (a ReadJob)
-    counts cells done and is polled for cancellation between cells.
+    Cells that share a start position run as one batch (batch row b patches cell b), from a copy
+    of the corrupted prefix's KV cache. The model lock is taken per batch; `job` (a ReadJob)
+    counts cells done and is polled for cancellation between batches.
     """
     m = metric["position"]
     ids_c, ids_x = clean_ids[: m + 1], corrupted_ids[: m + 1]  # later tokens cannot change the metric
@@ -580,6 +625,9 @@ def patch_sweep(eng, clean_ids: list[int], corrupted_ids: list[int], metric: dic
         if job is not None:
             job.done += k
 
+    def chunks(items, size):
+        return [items[i:i + size] for i in range(0, len(items), size)]
+
     t0 = time.perf_counter()
     with lock, torch.inference_mode():
         model = eng.lm.model
@@ -592,16 +640,18 @@ def patch_sweep(eng, clean_ids: list[int], corrupted_ids: list[int], metric: dic
         cache = None
         tick(n_layers * (t - m - 1))  # positions after the metric's: exactly the corrupted value
         for p in range(m + 1):
-            check_cancel()
-            with lock, torch.inference_mode():
-                model = eng.lm.model
-                for layer in range(n_layers):
-                    check_cancel()
-                    spec = [("resid_in", layer, set_rows(acts[layer, p : p + 1], p))]
-                    values[layer, p] = metric_value(_forward_last(model, ids_x, p, copy.deepcopy(cache), spec), metric)
-                    tick()
-                if p < m:
-                    cache = _prefix_cache(model, ids_x, p + 1, cache, p)
+            for group in chunks(list(range(n_layers)), _batch_size(eng.lm.model, m + 1)):
+                check_cancel()
+                with lock, torch.inference_mode():
+                    model = eng.lm.model
+                    specs = [("resid_in", layer, _patch_rows({b: acts[layer, p]})) for b, layer in enumerate(group)]
+                    logits = _forward_last_batch(model, ids_x, p, cache, specs, len(group))
+                for b, layer in enumerate(group):
+                    values[layer, p] = metric_value(logits[b], metric)
+                tick(len(group))
+            if p < m:
+                with lock, torch.inference_mode():
+                    cache = _prefix_cache(eng.lm.model, ids_x, p + 1, cache, p)
     else:
         d = head_dim_of(eng.lm.model)
         n_heads = int(acts.shape[2]) // d
@@ -612,19 +662,20 @@ def patch_sweep(eng, clean_ids: list[int], corrupted_ids: list[int], metric: dic
             q = 0 if head_position == "all" else int(head_position)
             with lock, torch.inference_mode():
                 cache = _prefix_cache(eng.lm.model, ids_x, q)
-            for layer in range(n_layers):
+            cells = [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+            for group in chunks(cells, _batch_size(eng.lm.model, m + 1)):
                 check_cancel()
+                by_layer: dict[int, dict[int, tuple[int, torch.Tensor]]] = {}
+                for b, (layer, h) in enumerate(group):
+                    sl = slice(h * d, (h + 1) * d)
+                    v = acts[layer, :, sl] if head_position == "all" else acts[layer, q, sl]
+                    by_layer.setdefault(layer, {})[b] = (h, v)
+                specs = [("o_proj_in", layer, _patch_head_rows(c, d, head_position != "all")) for layer, c in by_layer.items()]
                 with lock, torch.inference_mode():
-                    model = eng.lm.model
-                    for h in range(n_heads):
-                        check_cancel()
-                        if head_position == "all":
-                            fn = replace_heads({h: acts[layer, :, h * d:(h + 1) * d]}, d)
-                        else:
-                            fn = replace_heads({h: acts[layer, q, h * d:(h + 1) * d]}, d, first_row_only=True)
-                        logits = _forward_last(model, ids_x, q, copy.deepcopy(cache), [("o_proj_in", layer, fn)])
-                        values[layer, h] = metric_value(logits, metric)
-                        tick()
+                    logits = _forward_last_batch(eng.lm.model, ids_x, q, cache, specs, len(group))
+                for b, (layer, h) in enumerate(group):
+                    values[layer, h] = metric_value(logits[b], metric)
+                tick(len(group))
     return {"values": values, "clean_metric": clean_metric, "corrupted_metric": corrupt_metric,
             "compute_s": time.perf_counter() - t0}
 
