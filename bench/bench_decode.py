@@ -7,7 +7,7 @@ repeat), greedy and sampled, for each --new-tokens; then times the pieces of one
 object of medians: wall time and the process's CPU time (the steadier figure on a shared machine,
 with OMP_NUM_THREADS=1 both sides use one core), and `ratios`, llmvis / generate, per length and mode.
 
-    OMP_NUM_THREADS=1 python bench/bench_decode.py [--new-tokens 128 512] [--repeats 5] [--no-pieces]
+    OMP_NUM_THREADS=1 python bench/bench_decode.py [--new-tokens 128 512] [--repeats 5] [--modes greedy sampling] [--no-pieces]
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new-tokens", type=int, nargs="+", default=[128])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--modes", nargs="+", default=["greedy", "sampling"], choices=["greedy", "sampling"])
     ap.add_argument("--no-pieces", action="store_true", help="skip timing the pieces of one step")
     args = ap.parse_args()
 
@@ -59,9 +60,9 @@ def main() -> None:
     ours(0.0, 16), plain(False, 16)  # warm-up
     results: dict = {}
     for n in args.new_tokens:
-        rows = {mode: {"llmvis": ([], []), "generate": ([], [])} for mode in ("greedy", "sampling")}
+        rows = {mode: {"llmvis": ([], []), "generate": ([], [])} for mode in args.modes}
         for rep in range(args.repeats):
-            for mode, temp in (("greedy", 0.0), ("sampling", 0.7)):
+            for mode, temp in [(m, t) for m, t in (("greedy", 0.0), ("sampling", 0.7)) if m in args.modes]:
                 sides = [("llmvis", lambda: ours(temp, n)), ("generate", lambda: plain(mode == "sampling", n))]
                 for side, fn in sides if rep % 2 == 0 else sides[::-1]:
                     w, c = time.perf_counter(), time.process_time()

@@ -362,7 +362,7 @@ def child(args) -> dict:
         times.append(time.perf_counter() - w)
         cpu.append(time.process_time() - c)
         peaks.append(max(0, rss_bytes(field="VmHWM") - base_rss))
-    return {"status": "ok", "tokens": len(ids), "wall_s": times, "cpu_s": cpu, "work_peak_rss_growth": peaks,
+    return {"status": "ok", "tokens": args.size if args.workload == "W1" else len(ids), "prompt_tokens": len(ids), "wall_s": times, "cpu_s": cpu, "work_peak_rss_growth": peaks,
             "model_rss": base_rss, "version": version, "torch_threads": torch.get_num_threads(),
             "check": check(got)}
 
@@ -466,6 +466,8 @@ def main() -> None:
                     res = measure(args.python, tool, w, size, args)
                     runs[tool].append(res)
                     print(f"{w} T={size} {tool}: {res.get('status')} {res.get('wall_s', '')}", file=sys.stderr, flush=True)
+                    if args.out:  # every measurement so far, in case the run is stopped
+                        Path(args.out + ".partial").write_text(json.dumps({f"{w}_T{size}": runs}) + "\n")
             entry = {t: summarise(r) for t, r in runs.items()}
             for tool, why in NOT_MEASURED.get(w, {}).items():
                 if tool in args.tools:
