@@ -40,7 +40,7 @@ run: setup
 	$(VENV)/bin/llmvis serve --model $(MODEL) --host $(HOST) --port $(PORT)
 
 test: setup chromium test-js
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 # JS unit tests of the page's pure modules (Node's built-in runner, no npm package needed).
 test-js:
