@@ -390,3 +390,28 @@ def test_steer_along_the_explained_direction(small_page: Page, run_id: str):
     assert resp.value.status == 200, answer
     body = json.loads(resp.value.request.post_data)
     assert body["vector"]["source"] == "raw" and body["vector"]["values"] == want
+
+
+def test_shift_click_on_a_head_picks_it_for_ablation(small_page: Page, run_id: str):
+    """Heads are chosen for ablation in the Heads grid or, with Shift, in the Explain view."""
+    page = small_page
+    open_run(page, run_id)
+    pick_generated(page, 1)
+    open_explain(page, "target-id")
+    opt = page.evaluate(OPTION_JS)
+    cell = next(c for c in opt["series"][0]["data"] if c[3] == 4 and c[1] == 12)  # layer 12, head 4
+    px, py = page.evaluate(
+        """(cell) => echarts.getInstanceByDom(document.querySelector('[data-testid="chart"]'))
+               .convertToPixel({gridIndex: 0}, [cell[0], cell[1]])""",
+        cell,
+    )
+    box = page.get_by_test_id("chart").bounding_box()
+    page.keyboard.down("Shift")
+    page.mouse.click(box["x"] + px, box["y"] + py)
+    page.keyboard.up("Shift")
+    expect(page.get_by_test_id("explain-info")).to_have_attribute("data-picked", "1")
+    expect(page.get_by_test_id("explain-info")).to_contain_text("L12")
+    expect(page.get_by_test_id("tab-explain")).to_have_attribute("aria-selected", "true")  # it stays here
+    page.get_by_test_id("tab-heads").click()
+    expect(page.get_by_test_id("ablate-heads-list")).to_contain_text("L12")
+    expect(page.get_by_test_id("ablate-count")).to_contain_text("1")

@@ -8,6 +8,7 @@
 // Probabilities view. Token text is only ever set with textContent (or escaped in tooltips).
 
 import { newJobId } from './insights.js';
+import { headsText, kvGroupOf, toggleHead } from './views/intervene.js';
 import { candidateLabel } from './tokens.js';
 import { el, option } from './util.js';
 import {
@@ -366,6 +367,16 @@ export function createExplain({ doc, api, t, store }) {
     onChartClick(p, shown, ctx) {
       if (shown.view !== 'explain') return false;
       const head = logitClickHead(p);
+      if (head && (p.event?.event?.shiftKey || p.event?.event?.altKey)) {
+        // Shift-click (or Alt-click): pick the head to ablate (the Heads tab's Ablate bar runs it).
+        const s = store.get();
+        const picked = toggleHead(s.ablateHeads, head.layer, head.head, { kvGroup: kvGroupOf(s.model) });
+        store.set({ ablateHeads: picked });
+        const info = $('explain-info');
+        info.textContent = t('explain.picked', { n: picked.length, heads: headsText(picked) });
+        info.dataset.picked = String(picked.length);
+        return true;
+      }
       if (head) {
         // That head's attention row for the query row that predicted this token (position - 1).
         const q = Number(shown.meta.position) - 1;
