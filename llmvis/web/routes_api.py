@@ -17,7 +17,8 @@ from llmvis.web.context import engine, json_body, query_run
 from llmvis.web.errors import error_body
 from llmvis.web.openapi import spec
 from llmvis.web.validate import (
-    parse_bool, parse_head, parse_int_field, parse_messages, parse_run_id, parse_sampling, query_int, query_str,
+    parse_bool, parse_head, parse_int_field, parse_messages, parse_run_id, parse_sampling, parse_text_body, query_int,
+    query_str,
 )
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -136,12 +137,7 @@ def score():
     """Teacher-forced statistics of any text, with perplexity and GLTR buckets; no generation."""
     eng = engine()
     body = json_body()
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("text", "is required and must be a non-empty string")
-    system = body.get("system")
-    if system is not None and not isinstance(system, str):
-        raise BadRequest("system", "must be a string")
+    text, system = parse_text_body(body)
     use_template = parse_bool(body, "use_chat_template", False)
     run = eng.execute(eng.prepare_score(text, use_template, system))
     return jsonify(serialize.run_dict(eng, run))

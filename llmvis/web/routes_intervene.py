@@ -10,7 +10,7 @@ from llmvis.keep.bundle import check_run_id
 from llmvis.web import serialize
 from llmvis.web.context import engine, json_body, query_run
 from llmvis.web.validate import (
-    parse_alphas, parse_bool, parse_optional_int, parse_pair_side, parse_run_id, query_int, query_str,
+    parse_alphas, parse_bool, parse_optional_int, parse_pair_side, parse_run_id, parse_text_body, query_int, query_str,
 )
 
 intervene_api = Blueprint("intervene_api", __name__, url_prefix="/api")
@@ -22,12 +22,7 @@ def tokenize():
     """The token ids and texts of a text (as the patching texts are tokenized), and their count."""
     eng = engine()
     body = json_body()
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise BadRequest("text", "is required and must be a non-empty string")
-    system = body.get("system")
-    if system is not None and not isinstance(system, str):
-        raise BadRequest("system", "must be a string")
+    text, system = parse_text_body(body)
     prompt = eng.tokenize(text, parse_bool(body, "use_chat_template", False), system)
     return jsonify(serialize.tokenized(eng, prompt))
 

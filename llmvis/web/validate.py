@@ -220,3 +220,14 @@ def parse_pair_side(body: dict, name: str) -> dict:
     if not isinstance(text, str) or not text.strip():
         raise BadRequest(f"{name}.text", "must be a non-empty string")
     return {"text": text}
+
+
+def parse_text_body(body: dict) -> tuple[str, str | None]:
+    """The `text` (required, not blank) and optional `system` of a scoring or tokenizing body."""
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("text", "is required and must be a non-empty string")
+    system = body.get("system")
+    if system is not None and not isinstance(system, str):
+        raise BadRequest("system", "must be a string")
+    return text, system
