@@ -22,19 +22,33 @@ def history_item(page: Page, run_id: str):
     return page.locator(f"[data-testid='history-item'][data-run-id='{run_id}']")
 
 
-def start_long_run(page: Page, prompt: str = "Write a very long story about a dragon who learns to cook.") -> None:
+def start_long_run(page: Page, prompt: str = "Write a very long story about a dragon who learns to cook.") -> str:
+    """Start a 300-token run and wait until it has streamed two tokens; return its run id.
+
+    The wait is on the new run's own stream id and count: the chips of the run on show before
+    the click also say data-source="generated", so counting chips alone can pass before the
+    server has even answered (that race failed CI once).
+    """
+    conv = page.get_by_test_id("conversation")
+    before = conv.get_attribute("data-stream-run-id") or ""
     fill_form(page, prompt, 300)
     page.get_by_test_id("generate").click()
     page.wait_for_function(
-        """() => document.querySelectorAll('[data-testid="token"][data-source="generated"]').length >= 2"""
+        """(before) => {
+            const c = document.getElementById('conversation');
+            return c.dataset.streaming === 'true' && (c.dataset.streamRunId || '') !== before
+                && Number(c.dataset.streamed || 0) >= 2;
+        }""",
+        arg=before,
     )
+    return conv.get_attribute("data-stream-run-id")
 
 
 def test_actions_during_a_generation_are_refused_with_the_reason(page: Page):
     old = generate(page, "Name a colour.", 3)
-    start_long_run(page)
+    streaming_id = start_long_run(page)
+    assert streaming_id and streaming_id != old
     conv = page.get_by_test_id("conversation")
-    streaming_id = conv.get_attribute("data-stream-run-id")
     url = page.url
     # Opening a history item: refused, said so; the page stays on the streaming run.
     # (aria-disabled: assistive tech hears why; a mouse click still reaches it, hence force)

@@ -145,6 +145,7 @@ export function createInteractive({ doc, api, i18n, store, conversation, showRun
         start = data;
         job.runId = data.run_id;
         conv.dataset.streamRunId = data.run_id;
+        conv.dataset.streamed = '0';  // the count is this run's, not the one on show before
         store.set({ streaming: true, stopping: false, run: null, selected: null });
         if (job.stopped) cancel(job);
       } else if (kind === 'prompt') {
