@@ -34,7 +34,7 @@ from llmvis.engine.decode import PROMPT_CHUNK, DecodeResult, GenerationParams, _
 from llmvis.engine.jobs import FailedRun, Job
 from llmvis.engine.run import Run, new_run_id
 from llmvis.engine.store import release_freed_memory
-from llmvis.engine.views import align_runs, kl_logp, kl_summary
+from llmvis.engine.views import align_runs, aligned_logits, kl_logp, kl_summary
 from llmvis.model.intervene import (
     add_direction, decoder_layers, head_dim_of, hooks, recording, replace_heads, replace_output, set_rows,
 )
@@ -475,12 +475,8 @@ def effects(model, parent: Run, run: Run, align: str = "auto", top: int = 10, ch
     rows = [(i, j) for i, j in pairs if i is not None and j is not None and i >= 1 and j >= 1]
     out = []
     with torch.inference_mode():
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            ia = torch.tensor([i - 1 for i, _ in part])
-            ib = torch.tensor([j - 1 for _, j in part])
-            lp = torch.log_softmax(logits_from_hidden(model, parent.hidden[-1].index_select(0, ia.to(parent.hidden.device))).cpu(), -1)
-            lq = torch.log_softmax(logits_from_hidden(model, run.hidden[-1].index_select(0, ib.to(run.hidden.device))).cpu(), -1)
+        for part, la, lb in aligned_logits(model, parent, run, rows, chunk):
+            lp, lq = torch.log_softmax(la, -1), torch.log_softmax(lb, -1)
             kls, floored = kl_logp(lp, lq)
             tok = torch.tensor([parent.ids[i] for i, _ in part])
             lp_tok = lp.gather(1, tok.unsqueeze(1)).squeeze(1)

@@ -217,6 +217,19 @@ def align_runs(ids_a: list[int], ids_b: list[int], align: str) -> tuple[str, lis
         (None if i is None else i + prefix, None if j is None else j + prefix) for i, j in tail]
 
 
+def aligned_logits(model, run_a, run_b, rows: list[tuple[int, int]], chunk: int = 128):
+    """For aligned pairs (i, j) of positions, yield (pairs, la, lb) a chunk at a time: the raw
+    logits (c, V) that predicted token i of run_a and token j of run_b, from each run's final
+    states (row i - 1 and j - 1). Every i and j must be >= 1. Call under inference mode."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        ia = torch.tensor([i - 1 for i, _ in part])
+        ib = torch.tensor([j - 1 for _, j in part])
+        la = logits_from_hidden(model, run_a.hidden[-1].index_select(0, ia.to(run_a.hidden.device))).cpu()  # (c, V)
+        lb = logits_from_hidden(model, run_b.hidden[-1].index_select(0, ib.to(run_b.hidden.device))).cpu()  # (c, V)
+        yield part, la, lb
+
+
 def diff_runs(model, run_a, run_b, chunk: int = 128, align: str = "position") -> dict:
     """Align two runs and compute KL divergences of their next-token distributions at aligned
     positions.
@@ -235,12 +248,7 @@ def diff_runs(model, run_a, run_b, chunk: int = 128, align: str = "position") ->
     rows = [(i, j) for i, j in pairs if i is not None and j is not None and i >= 1 and j >= 1]
     kl_rows = []
     with torch.inference_mode():
-        for start in range(0, len(rows), chunk):
-            part = rows[start : start + chunk]
-            ia = torch.tensor([i - 1 for i, _ in part])
-            ib = torch.tensor([j - 1 for _, j in part])
-            la = logits_from_hidden(model, run_a.hidden[-1].index_select(0, ia.to(run_a.hidden.device))).cpu()  # (c, V)
-            lb = logits_from_hidden(model, run_b.hidden[-1].index_select(0, ib.to(run_b.hidden.device))).cpu()  # (c, V)
+        for part, la, lb in aligned_logits(model, run_a, run_b, rows, chunk):
             raw, raw_floored = kl_logp(torch.log_softmax(la, -1), torch.log_softmax(lb, -1))
             for r, (i, j) in enumerate(part):
                 qa = dense_sampling(la[r], run_a.params)

@@ -157,6 +157,26 @@ export function labelInterval(n, maxLabels) {
 }
 
 /**
+ * A category axis of the model's layers, layer 0 on top (the head grid, the row view, the
+ * explain bars, the patching heatmap). `name` is the axis title; `extra` is merged in (gridIndex,
+ * nameGap). Pure.
+ */
+export function layerAxis(L, plotH, name, extra = {}) {
+  return {
+    type: 'category',
+    data: Array.from({ length: L }, (_, l) => String(l)),
+    inverse: true,
+    name,
+    nameLocation: 'middle',
+    nameGap: 40,
+    axisTick: { show: false },
+    axisLine: { show: false },
+    axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
+    ...extra,
+  };
+}
+
+/**
  * Which category labels to draw: at most about `maxLabels` of `n`, every step-th one, but always
  * the selected index `sel` (when given), with its close neighbours hidden so that it never
  * overlaps them. Returns a function of the category index. Pure.

@@ -8,7 +8,7 @@
 // {option, caption, meta}. Token text only reaches HTML (tooltips) through escapeHtml.
 
 import { sampleMap } from '../colors.js';
-import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval, layerAxis } from '../charts.js';
 import { chipTextOn } from '../conversation.js';
 import { visibleText } from '../tokens.js';
 
@@ -286,18 +286,7 @@ export function buildLogitOption(data, ctx) {
       },
     ],
     yAxis: [
-      {
-        gridIndex: 0,
-        type: 'category',
-        data: Array.from({ length: L }, (_, l) => String(l)),
-        inverse: true,
-        name: t('explain.layer'),
-        nameLocation: 'middle',
-        nameGap: 34,
-        axisTick: { show: false },
-        axisLine: { show: false },
-        axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
-      },
+      layerAxis(L, plotH, t('explain.layer'), { gridIndex: 0, nameGap: 34 }),
       {
         gridIndex: 1,
         type: 'category',

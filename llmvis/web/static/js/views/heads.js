@@ -7,7 +7,7 @@
 
 import { ATTENTION_MAP, INFERNO, VIRIDIS } from '../colors.js';
 import {
-  FONT, MONO, PALETTE, baseTooltip, escapeHtml, highlightCategory, labelInterval, labelPicker,
+  FONT, MONO, PALETTE, baseTooltip, escapeHtml, highlightCategory, labelPicker, layerAxis,
 } from '../charts.js';
 import { visibleText } from '../tokens.js';
 
@@ -16,21 +16,6 @@ export const HEADS_MODES = Object.freeze(['grid', 'row', 'segments']);
 export const SEGMENT_COLOURS = Object.freeze({
   system: '#bb9af7', user: '#7aa2f7', assistant: '#e0af68', think: '#9ece6a', template: '#6b7280',
 });
-
-/** The layers axis shared by the head grid and the row view (layer 0 on top). Pure. */
-function layerAxis(L, plotH, t) {
-  return {
-    type: 'category',
-    data: Array.from({ length: L }, (_, l) => String(l)),
-    inverse: true,
-    name: t('heads.layer'),
-    nameLocation: 'middle',
-    nameGap: 40,
-    axisTick: { show: false },
-    axisLine: { show: false },
-    axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
-  };
-}
 
 /** Heads grouped by the KV head they read: [{kv, heads: [h...]}]. Pure. */
 export function kvBands(kvGroup) {
@@ -104,7 +89,7 @@ export function buildHeadsGridOption(data, ctx) {
         formatter: (v, idx) => (cellW >= 34 ? `${v}\nkv${data.kv_group[idx]}` : v),
       },
     },
-    yAxis: layerAxis(L, plotH, t),
+    yAxis: layerAxis(L, plotH, t('heads.layer')),
     visualMap: {
       type: 'continuous',
       seriesIndex: 0,
@@ -236,7 +221,7 @@ export function buildRowOption(data, ctx) {
         color: PALETTE.muted,
       },
     },
-    yAxis: layerAxis(L, plotH, t),
+    yAxis: layerAxis(L, plotH, t('heads.layer')),
     visualMap: {
       type: 'continuous',
       seriesIndex: 0,

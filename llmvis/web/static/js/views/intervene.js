@@ -5,7 +5,7 @@
 // elements with textContent only (token text is never HTML).
 
 import { VIRIDIS } from '../colors.js';
-import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval } from '../charts.js';
+import { FONT, MONO, PALETTE, baseTooltip, escapeHtml, labelInterval, layerAxis } from '../charts.js';
 import { fmtNum, visibleText } from '../tokens.js';
 import { el } from '../util.js';
 
@@ -420,17 +420,7 @@ export function buildPatchOption(result, ctx) {
       axisLine: { show: false },
       axisLabel: { fontFamily: MONO, fontSize: 10, rotate: heads ? 0 : 60, interval: labelInterval(C, Math.floor(plotW / 14)) },
     },
-    yAxis: {
-      type: 'category',
-      data: Array.from({ length: L }, (_, l) => String(l)),
-      inverse: true,
-      name: t('heads.layer'),
-      nameLocation: 'middle',
-      nameGap: 40,
-      axisTick: { show: false },
-      axisLine: { show: false },
-      axisLabel: { fontFamily: MONO, fontSize: 10, interval: labelInterval(L, Math.floor(plotH / 13)) },
-    },
+    yAxis: layerAxis(L, plotH, t('heads.layer')),
     visualMap: {
       type: 'continuous',
       seriesIndex: 0,
