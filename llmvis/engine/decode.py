@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from llmvis.core.metrics import entropy_from_logits, entropy_of_logp, rank_of, sampling_distribution
+from llmvis.core.metrics import entropy_of_logp, rank_of, sampling_distribution
 from llmvis.model.introspect import final_norm_input, logits_from_hidden
 
 PROMPT_CHUNK = 256  # prompt rows turned into full-vocabulary logits at a time
@@ -109,28 +109,21 @@ class _Recorder:
         With `forced`, that token is taken instead of a sample (a fork); its statistics are
         still those of the distributions it would have been sampled from.
         """
+        if params.temperature == 0:
+            return self._greedy(pos, logits, forced)
         probs = torch.softmax(logits, -1)  # (V,)
         top_p, top_i = torch.topk(probs, self.k)  # (K,)
-        if params.temperature == 0:
-            # greedy, without a SamplingDist: the point mass on the argmax, and cut_mass from the
-            # softmax above (the same op on the same row as sampling_distribution's, so the same bits)
-            top_id = int(torch.argmax(logits))
-            chosen = top_id if forced is None else int(forced)
-            sample_prob, sample_entropy = float(chosen == top_id), 0.0
-            cut_mass = float(1.0 - probs[top_id].item())
-            top_sample = (top_i == top_id).float()
+        dist = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
+        if forced is not None:
+            chosen = int(forced)
+        elif dist.ids.numel() == 1:
+            chosen = int(dist.ids[0])
         else:
-            dist = sampling_distribution(logits, params.temperature, params.top_k, params.top_p)
-            if forced is not None:
-                chosen = int(forced)
-            elif dist.ids.numel() == 1:
-                chosen = int(dist.ids[0])
-            else:
-                pick = torch.multinomial(dist.probs, 1, generator=gen)
-                chosen = int(dist.ids[pick])
-            sample_prob = float(dist.prob_of(torch.tensor([chosen]))[0])
-            sample_entropy, cut_mass = dist.entropy, dist.cut_mass
-            top_sample = dist.prob_of(top_i)
+            pick = torch.multinomial(dist.probs, 1, generator=gen)
+            chosen = int(dist.ids[pick])
+        sample_prob = float(dist.prob_of(torch.tensor([chosen]))[0])
+        sample_entropy, cut_mass = dist.entropy, dist.cut_mass
+        top_sample = dist.prob_of(top_i)
         p_chosen = probs[chosen]
         in_top = top_i == chosen  # (K,)
         if bool(in_top.any()):
@@ -139,13 +132,42 @@ class _Recorder:
         else:
             self.rank[pos] = int((probs > p_chosen).sum()) + 1  # = rank_of(probs, chosen)
         self.prob[pos] = float(p_chosen)
-        self.entropy[pos] = float(entropy_from_logits(logits))
+        self.entropy[pos] = float(torch.special.entr(probs).sum())  # -sum p ln p, 0 where p == 0
         self.sample_prob[pos] = sample_prob
         self.sample_entropy[pos] = sample_entropy
         self.cut_mass[pos] = cut_mass
         self.top_ids[pos] = top_i.numpy()
         self.top_probs[pos] = top_p.numpy()
         self.top_sample[pos] = top_sample.numpy()
+        return chosen
+
+    def _greedy(self, pos: int, logits: torch.Tensor, forced: int | None) -> int:
+        """`sampled` at temperature 0, in as few tensor ops as it takes (a decode step's own cost
+        beside the forward is mostly per-op overhead): the point mass on the argmax."""
+        probs = torch.softmax(logits, -1)  # (V,)
+        top_p, top_i = torch.topk(probs, self.k)  # (K,) sorted by prob
+        p_np, i_np = top_p.numpy(), top_i.numpy()
+        # softmax is monotone: a strictly largest prob is the strictly largest logit, which is
+        # torch.argmax's answer; when two probs tie, argmax decides (the first maximal index)
+        top_id = int(i_np[0]) if self.k == 1 or p_np[0] > p_np[1] else int(torch.argmax(logits))
+        chosen = top_id if forced is None else int(forced)
+        where = np.flatnonzero(i_np == chosen)
+        if where.size:  # every entry above a member of the top K is in the top K: count there
+            p_chosen = float(p_np[where[0]])
+            self.rank[pos] = int((p_np > p_chosen).sum()) + 1
+        else:
+            p_c = probs[chosen]
+            p_chosen = float(p_c)
+            self.rank[pos] = int((probs > p_c).sum()) + 1  # = rank_of(probs, chosen)
+        p_top = float(p_np[0]) if top_id == int(i_np[0]) else float(probs[top_id])
+        self.prob[pos] = p_chosen
+        self.entropy[pos] = float(torch.special.entr(probs).sum())  # -sum p ln p, 0 where p == 0
+        self.sample_prob[pos] = float(chosen == top_id)
+        self.sample_entropy[pos] = 0.0
+        self.cut_mass[pos] = 1.0 - p_top
+        self.top_ids[pos] = i_np
+        self.top_probs[pos] = p_np
+        self.top_sample[pos] = i_np == top_id
         return chosen
 
     def row(self, pos: int) -> dict:
