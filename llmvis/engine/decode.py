@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from llmvis.core.metrics import entropy_of_logp, rank_of, sampling_distribution
+from llmvis.core.metrics import RowScratch, sampling_distribution
 from llmvis.model.introspect import final_norm_input, logits_from_hidden
 
 PROMPT_CHUNK = 256  # prompt rows turned into full-vocabulary logits at a time
@@ -90,15 +90,17 @@ class _Recorder:
         self.top_ids = np.full((capacity, k), -1, np.int32)
         self.top_probs = np.full((capacity, k), np.nan, np.float32)
         self.top_sample = np.full((capacity, k), np.nan, np.float32)
+        self.scratch = RowScratch()
 
     def teacher_forced(self, positions: slice, logits: torch.Tensor, next_ids: torch.Tensor) -> None:
-        """Stats of tokens next_ids given rows of logits (c, V); fills `positions`."""
-        logp = torch.log_softmax(logits, -1)  # (c, V)
+        """Stats of tokens next_ids given rows of logits (c, V); fills `positions`. The
+        full-vocabulary temporaries live in one RowScratch per recorder (reused chunk after chunk)."""
+        logp = self.scratch.log_softmax(logits)  # (c, V), valid until the next chunk
         top_l, top_i = torch.topk(logp, self.k, dim=-1)  # (c, K)
         chosen = logp.gather(1, next_ids.unsqueeze(1))  # (c, 1)
         self.prob[positions] = chosen.squeeze(1).exp().numpy()
-        self.rank[positions] = rank_of(logp, next_ids).numpy()
-        self.entropy[positions] = entropy_of_logp(logp).numpy()
+        self.rank[positions] = self.scratch.rank(logp, next_ids).numpy()
+        self.entropy[positions] = self.scratch.entropy(logp).numpy()
         self.top_ids[positions] = top_i.numpy()
         self.top_probs[positions] = top_l.exp().numpy()
 
@@ -237,6 +239,7 @@ def decode(
             if logits.shape[0]:
                 rec.teacher_forced(rows, logits, nxt[a : a + logits.shape[0]])
         del out, final
+        rec.scratch = RowScratch()  # the prompt chunks' buffers (about 113 MB) are not kept through the decode
         if on_prompt is not None:
             on_prompt([rec.row(i) for i in range(n_prompt)])
         finish = "length"

@@ -27,7 +27,7 @@ from llmvis.core.heads import (
     ATTN_ROW_CHUNK, ROWS_PER_GROUP, AttentionStats, HeadStatsAccumulator, RowAttention, sample_rows,
 )
 from llmvis.core.lens import LENS_MAX_ELEMS, LENS_TOP_K, LensResult, lens_stats
-from llmvis.core.metrics import KL_FLOOR, common_prefix, dense_sampling, kl
+from llmvis.core.metrics import KL_FLOOR, RowScratch, common_prefix, dense_sampling, kl
 from llmvis.core.segments import SEGMENTS
 from llmvis.model.capture import layer_attention_reduce, layer_attention_rows
 from llmvis.model.introspect import logits_from_hidden, text_config
@@ -58,6 +58,7 @@ def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TO
         return result
     chunk = max(1, min(len(todo), max_elems // vocab))
     next_ids = torch.tensor(list(ids[1:]) + [-1], dtype=torch.long)  # (T,) token each position predicts
+    scratch = RowScratch()  # the chunks' full-vocabulary temporaries, reused (core.metrics)
     with torch.inference_mode():
         for layer in range(n_states):
             for a in range(0, len(todo), chunk):
@@ -66,7 +67,7 @@ def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TO
                 if layer < last:
                     h = norm(h.to(norm_device))
                 logits = logits_from_hidden(model, h)  # (c, V)
-                ti, tp, cp, cr, ent = lens_stats(logits, next_ids[rows].to(logits.device), k)
+                ti, tp, cp, cr, ent = lens_stats(logits, next_ids[rows].to(logits.device), k, scratch)
                 r = rows.numpy()
                 result.top_ids[layer, r] = ti.cpu().numpy()
                 result.top_probs[layer, r] = tp.cpu().numpy()
