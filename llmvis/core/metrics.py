@@ -40,7 +40,15 @@ class RowScratch:
     """
 
     def __init__(self) -> None:
-        self._logp = self._work = self._mask = None
+        self._logp = self._work = self._mask = self._logits = None
+
+    def logits_buffer(self, rows: int, vocab: int, device) -> torch.Tensor:
+        """A float32 (rows, vocab) buffer for a chunk's logits, reused like the others (pass it as
+        `out` to llmvis.model.introspect.logits_from_hidden); valid until the next call."""
+        buf = self._logits
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.device != torch.device(device):
+            buf = self._logits = torch.empty(rows, vocab, dtype=torch.float32, device=device)
+        return buf[:rows]
 
     def _views(self, like: torch.Tensor):
         c, v = like.shape

@@ -204,6 +204,7 @@ def decode(
     device = model.get_input_embeddings().weight.device
     base = model.get_decoder()
     vocab = int(model.get_output_embeddings().weight.shape[0])
+    head_device = model.get_output_embeddings().weight.device
     k = min(top_k_record, vocab)
     n_prompt = len(prompt_ids)
     capacity = n_prompt + params.max_new_tokens
@@ -230,9 +231,9 @@ def decode(
         last_logits = None
         for a in range(0, n_prompt, PROMPT_CHUNK):
             b = min(n_prompt, a + PROMPT_CHUNK)
-            logits = logits_from_hidden(model, final[a:b]).cpu()  # (c, V)
+            logits = logits_from_hidden(model, final[a:b], rec.scratch.logits_buffer(b - a, vocab, head_device)).cpu()  # (c, V)
             if b == n_prompt:
-                last_logits = logits[-1]
+                last_logits = logits[-1].clone()  # the buffer is reused by the next chunk and dropped after
                 logits, rows = logits[:-1], slice(a + 1, b)
             else:
                 rows = slice(a + 1, b + 1)

@@ -59,6 +59,7 @@ def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TO
     chunk = max(1, min(len(todo), max_elems // vocab))
     next_ids = torch.tensor(list(ids[1:]) + [-1], dtype=torch.long)  # (T,) token each position predicts
     scratch = RowScratch()  # the chunks' full-vocabulary temporaries, reused (core.metrics)
+    head_device = model.get_output_embeddings().weight.device
     with torch.inference_mode():
         for layer in range(n_states):
             for a in range(0, len(todo), chunk):
@@ -66,7 +67,7 @@ def logit_lens(model, hidden: torch.Tensor, ids: list[int], top_k: int = LENS_TO
                 h = hidden[layer].index_select(0, rows.to(hidden.device))  # (c, H)
                 if layer < last:
                     h = norm(h.to(norm_device))
-                logits = logits_from_hidden(model, h)  # (c, V)
+                logits = logits_from_hidden(model, h, scratch.logits_buffer(len(rows), vocab, head_device))  # (c, V)
                 ti, tp, cp, cr, ent = lens_stats(logits, next_ids[rows].to(logits.device), k, scratch)
                 r = rows.numpy()
                 result.top_ids[layer, r] = ti.cpu().numpy()

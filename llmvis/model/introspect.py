@@ -16,13 +16,24 @@ def text_config(model):
     return model.config.get_text_config(decoder=True)
 
 
-def logits_from_hidden(model, final_hidden: torch.Tensor) -> torch.Tensor:
-    """The causal LM head applied to final (already normed) hidden states. (..., H) -> (..., V)"""
+def logits_from_hidden(model, final_hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The causal LM head applied to final (already normed) hidden states. (..., H) -> (..., V)
+
+    `out`, a float32 (c, V) buffer for 2-D input (c, H), is written instead of a new tensor when
+    the head is a bias-free float32 Linear (the same matmul, so the same bits: tested); otherwise
+    it is ignored. Chunked full-vocabulary work reuses one buffer this way (core.metrics.RowScratch).
+    """
     head = model.get_output_embeddings()
-    logits = head(final_hidden.to(head.weight.device)).float()  # the head may sit on another GPU
+    h = final_hidden.to(head.weight.device)  # the head may sit on another GPU
+    if (out is not None and h.dim() == 2 and type(head) is torch.nn.Linear and head.bias is None
+            and head.weight.dtype == h.dtype == out.dtype == torch.float32 and out.device == h.device
+            and out.shape == (h.shape[0], head.weight.shape[0])):
+        logits = torch.mm(h, head.weight.t(), out=out)
+    else:
+        logits = head(h).float()
     cap = getattr(text_config(model), "final_logit_softcapping", None)
     if cap:
-        logits = torch.tanh(logits / cap) * cap
+        logits = logits.div_(cap).tanh_().mul_(cap) if logits is out else torch.tanh(logits / cap) * cap
     return logits
 
 

@@ -74,3 +74,30 @@ def test_scoring_writes_the_prompt_statistics_through_one_scratch(make_tiny, mon
     assert (torch.from_numpy(res.stats.rank[1:]) == rank).all()
     torch.testing.assert_close(torch.from_numpy(res.stats.prob[1:]), logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0].exp(),
                                atol=1e-6, rtol=1e-5)
+
+
+def test_logits_into_a_reused_buffer_are_the_heads_own_bits(make_tiny):
+    """logits_from_hidden(..., out=buffer) equals the LM head module's output bit for bit, with
+    and without Gemma 2's final soft-cap, and falls back to the module when the buffer cannot
+    serve (wrong shape)."""
+    from llmvis.model.introspect import logits_from_hidden
+
+    for kind in ("llama", "gemma2"):
+        model = make_tiny(kind, layers=1, seed=7)
+        head = model.get_output_embeddings()
+        v = head.weight.shape[0]
+        scratch = RowScratch()
+        g = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for rows in (9, 3, 9):
+                h = torch.randn(rows, head.weight.shape[1], generator=g)
+                want = logits_from_hidden(model, h)
+                buf = scratch.logits_buffer(rows, v, h.device)
+                got = logits_from_hidden(model, h, buf)
+                assert got.data_ptr() == buf.data_ptr()  # written in place
+                assert torch.equal(got, want), kind
+                plain = head(h).float()
+                cap = getattr(model.config, "final_logit_softcapping", None)
+                assert torch.equal(want, torch.tanh(plain / cap) * cap if cap else plain)
+            wrong = torch.empty(2, v)
+            assert torch.equal(logits_from_hidden(model, h, wrong), want)  # not used: shape differs
