@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from llmvis.core.metrics import RowScratch, entropy_of_logp, rank_of
+from llmvis.core.metrics import RowScratch
 
 LENS_TOP_K = 20            # top tokens kept per (layer, position); the API's top_k is at most this
 LENS_MAX_ELEMS = 1 << 23   # rows x vocab of float32 logits handled at once (32 MiB)
@@ -72,17 +72,14 @@ def lens_stats(logits: torch.Tensor, next_ids: torch.Tensor, k: int, scratch: Ro
     full-vocabulary buffers across chunks (the same numbers, bit for bit)
     -> top_ids (c, k), top_probs (c, k), chosen_prob (c,), chosen_rank (c,), entropy (c,)
     """
-    if scratch is None:
-        logp = torch.log_softmax(logits.float(), -1)  # (c, V)
-        entropy = entropy_of_logp(logp)  # (c,)
-    else:
-        logp = scratch.log_softmax(logits)
-        entropy = scratch.entropy(logp)
+    scratch = RowScratch() if scratch is None else scratch
+    logp = scratch.log_softmax(logits)  # (c, V)
+    entropy = scratch.entropy(logp)  # (c,)
     top_l, top_i = torch.topk(logp, k, dim=-1)  # (c, k)
     valid = next_ids >= 0
     safe_ids = next_ids.clamp(min=0)  # (c,)
     chosen = logp.gather(1, safe_ids.unsqueeze(1))  # (c, 1)
-    rank = rank_of(logp, safe_ids) if scratch is None else scratch.rank(logp, safe_ids)  # (c,)
+    rank = scratch.rank(logp, safe_ids)  # (c,)
     chosen_prob = torch.where(valid, chosen.squeeze(1).exp(), torch.full_like(entropy, math.nan))
     chosen_rank = torch.where(valid, rank, torch.full_like(rank, -1))
     return top_i, top_l.exp(), chosen_prob, chosen_rank, entropy

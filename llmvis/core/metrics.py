@@ -42,22 +42,24 @@ class RowScratch:
     def __init__(self) -> None:
         self._logp = self._work = self._mask = self._logits = None
 
+    def _grown(self, name: str, rows: int, vocab: int, dtype, device) -> torch.Tensor:
+        """The (rows, vocab) head of buffer `name`, reallocated only when it is too small or elsewhere."""
+        buf = getattr(self, name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.device != torch.device(device):
+            buf = torch.empty(rows, vocab, dtype=dtype, device=device)
+            setattr(self, name, buf)
+        return buf[:rows]
+
     def logits_buffer(self, rows: int, vocab: int, device) -> torch.Tensor:
         """A float32 (rows, vocab) buffer for a chunk's logits, reused like the others (pass it as
         `out` to llmvis.model.introspect.logits_from_hidden); valid until the next call."""
-        buf = self._logits
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != vocab or buf.device != torch.device(device):
-            buf = self._logits = torch.empty(rows, vocab, dtype=torch.float32, device=device)
-        return buf[:rows]
+        return self._grown("_logits", rows, vocab, torch.float32, device)
 
     def _views(self, like: torch.Tensor):
         c, v = like.shape
-        if (self._logp is None or self._logp.shape[0] < c or self._logp.shape[1] != v
-                or self._logp.device != like.device):
-            self._logp = torch.empty(c, v, dtype=torch.float32, device=like.device)
-            self._work = torch.empty_like(self._logp)
-            self._mask = torch.empty(c, v, dtype=torch.bool, device=like.device)
-        return self._logp[:c], self._work[:c], self._mask[:c]
+        return (self._grown("_logp", c, v, torch.float32, like.device),
+                self._grown("_work", c, v, torch.float32, like.device),
+                self._grown("_mask", c, v, torch.bool, like.device))
 
     def log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
         """log_softmax(logits.float()) along the last dim, (c, V), in a reused buffer: valid
